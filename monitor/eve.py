@@ -1,0 +1,145 @@
+"""EVE JSON lines output (Suricata's field names, plus avmon's own object).
+
+Records are serialised with orjson and written as whole lines: each ``write`` appends one
+complete ``\\n``-terminated line with a single ``write`` call on an unbuffered file, so
+a reader (or a crash) never sees half a record. Timestamps are packet time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import sys
+from typing import IO, Any, Final
+
+import orjson
+
+from monitor.decode import Proto
+from monitor.flow.table import TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, Flow
+
+__all__ = ["EveWriter", "eve_time", "flow_record", "proto_name"]
+
+_PROTO_NAMES: Final = {Proto.TCP: "TCP", Proto.UDP: "UDP", Proto.ICMP: "ICMP",
+                       Proto.ICMPV6: "IPv6-ICMP", Proto.SCTP: "SCTP", Proto.GRE: "GRE",
+                       Proto.ESP: "ESP"}
+_KNOWN_PROTOS: Final = frozenset(int(p) for p in Proto)
+_TCP_FLAG_NAMES: Final = ((TCP_FIN, "fin"), (TCP_SYN, "syn"), (TCP_RST, "rst"), (0x08, "psh"),
+                          (TCP_ACK, "ack"), (0x20, "urg"), (0x40, "ecn"), (0x80, "cwr"))
+
+
+def proto_name(proto: int) -> str:
+    name = _PROTO_NAMES.get(Proto(proto)) if proto in _KNOWN_PROTOS else None
+    return name if name is not None else str(proto)
+
+
+def eve_time(ns: int) -> str:
+    """Suricata's timestamp format: ``2026-11-28T00:13:50.123456+0000`` (UTC)."""
+    secs, rem = divmod(ns, 10**9)
+    t = dt.datetime.fromtimestamp(secs, tz=dt.timezone.utc)
+    return f"{t:%Y-%m-%dT%H:%M:%S}.{rem // 1000:06d}+0000"
+
+
+def flow_header(flow: Flow, event_type: str, ts_ns: int) -> dict[str, Any]:
+    """The fields every record about ``flow`` starts with."""
+    rec: dict[str, Any] = {
+        "timestamp": eve_time(ts_ns),
+        "flow_id": flow.flow_id,
+        "event_type": event_type,
+        "src_ip": flow.src_ip,
+    }
+    if flow.proto in (Proto.TCP, Proto.UDP, Proto.SCTP):
+        rec["src_port"] = flow.src_port
+    rec["dest_ip"] = flow.dest_ip
+    if flow.proto in (Proto.TCP, Proto.UDP, Proto.SCTP):
+        rec["dest_port"] = flow.dest_port
+    rec["proto"] = proto_name(flow.proto)
+    if flow.proto in (Proto.ICMP, Proto.ICMPV6):
+        icmp_type, icmp_code = flow.ext.get("icmp", (0, 0))
+        rec["icmp_type"] = icmp_type
+        rec["icmp_code"] = icmp_code
+    if flow.vlan:
+        rec["vlan"] = [flow.vlan]
+    rec["community_id"] = flow.community_id
+    return rec
+
+
+def _flags_hex(flags: int) -> str:
+    return f"{flags:02x}"
+
+
+def flow_record(flow: Flow) -> dict[str, Any]:
+    """The EVE ``flow`` record written when ``flow`` ends."""
+    rec = flow_header(flow, "flow", flow.first_ns)
+    rec["flow"] = {
+        "pkts_toserver": flow.pkts_toserver,
+        "pkts_toclient": flow.pkts_toclient,
+        "bytes_toserver": flow.bytes_toserver,
+        "bytes_toclient": flow.bytes_toclient,
+        "start": eve_time(flow.first_ns),
+        "end": eve_time(flow.last_ns),
+        "age": (flow.last_ns - flow.first_ns) // 10**9,
+        "state": flow.state(),
+        "reason": flow.reason or "shutdown",
+        "alerted": bool(flow.ext.get("alerted", False)),
+    }
+    if flow.depth:
+        rec["flow"]["tunnel_depth"] = flow.depth
+    if flow.proto == Proto.TCP:
+        both = flow.flags_ab | flow.flags_ba
+        tcp: dict[str, Any] = {
+            "tcp_flags": _flags_hex(both),
+            "tcp_flags_ts": _flags_hex(flow.flags_toserver),
+            "tcp_flags_tc": _flags_hex(flow.flags_toclient),
+        }
+        for bit, name in _TCP_FLAG_NAMES:
+            if both & bit:
+                tcp[name] = True
+        rec["tcp"] = tcp
+    extra = flow.ext.get("eve_flow")
+    if extra:
+        rec.update(extra)
+    return rec
+
+
+class EveWriter:
+    """Appends EVE records, one whole JSON line per write."""
+
+    def __init__(self, target: str | None) -> None:
+        #: None disables output; "-" is standard output.
+        self._fd: int | None = None
+        self._stream: IO[bytes] | None = None
+        self.records = 0
+        if target is None:
+            return
+        if target == "-":
+            self._stream = sys.stdout.buffer
+        else:
+            self._fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+
+    @property
+    def enabled(self) -> bool:
+        return self._fd is not None or self._stream is not None
+
+    def write(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        line = orjson.dumps(record) + b"\n"
+        if self._fd is not None:
+            # One write(2) of the whole line on an O_APPEND descriptor: never a torn record.
+            view = memoryview(line)
+            while view:
+                n = os.write(self._fd, view)
+                view = view[n:]
+        elif self._stream is not None:
+            self._stream.write(line)
+        self.records += 1
+
+    def flush(self) -> None:
+        if self._stream is not None:
+            self._stream.flush()
+
+    def close(self) -> None:
+        self.flush()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

@@ -1,0 +1,571 @@
+"""The flow table: bidirectional flows with counters, TCP state and timeouts.
+
+Packets are grouped per batch, not handled one by one: the canonical 5-tuple of every
+packet is hashed with numpy, packets of the same flow are found with one ``np.unique``,
+and packet/byte counters, first/last timestamps and TCP flags are summed per flow with
+``np.bincount``. Python then touches each *flow* of the batch once. Only flows whose
+packets need ordering decisions (a new SYN after the flow closed, an idle gap longer than
+the timeout inside one batch, IP fragments) take a per-packet slow path.
+
+Timeouts run on packet time, so a replay gives the same records whatever the machine.
+Flows end by idle timeout, by active timeout (a long flow is cut into records), after a
+TCP close, by eviction when the table is full (counted), or at end of input.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+
+from monitor.decode import Columns, Proto
+from monitor.flow.communityid import community_id
+
+__all__ = ["Flow", "FlowTable", "FlowTimeouts", "Assignment"]
+
+#: Default cap on live flows. At ~1 KB per flow with dissection state this is ~256 MB
+#: at worst; Suricata's default flow memcap (128 MB) is the same order.
+MAX_FLOWS: Final = 262_144
+#: Fragment trains remembered to attribute later fragments to their flow.
+MAX_FRAGMENT_TRAINS: Final = 4096
+#: A fragment train is forgotten after this long (RFC 791's 15 s reassembly timer, rounded).
+FRAGMENT_TIMEOUT_NS: Final = 30 * 10**9
+
+#: How often (packet time) the table is scanned for flows past the active timeout.
+ACTIVE_CHECK_NS: Final = 60 * 10**9
+
+#: Ports below this are taken as server ports when a flow's opening was not captured.
+WELL_KNOWN_PORTS: Final = 1024
+
+TCP_FIN: Final = 0x01
+TCP_SYN: Final = 0x02
+TCP_RST: Final = 0x04
+TCP_ACK: Final = 0x10
+
+_NS: Final = 10**9
+
+
+@dataclass(frozen=True, slots=True)
+class FlowTimeouts:
+    """Flow timeouts in seconds of packet time (defaults close to Suricata's)."""
+
+    #: Idle timeout of an established TCP flow.
+    tcp_idle: float = 600.0
+    #: Idle timeout of a UDP flow and of other protocols.
+    udp_idle: float = 120.0
+    #: How long a closed TCP flow (FIN both ways, or RST) is kept to catch stragglers.
+    tcp_closed: float = 30.0
+    #: A flow older than this is written out and continued as a new record.
+    active: float = 1800.0
+
+
+@dataclass(slots=True, eq=False)
+class Flow:
+    """One bidirectional flow. Side A is the lower (address, port) of the canonical key."""
+
+    key: tuple[int, ...]
+    ipver: int
+    proto: int
+    a_addr: bytes
+    b_addr: bytes
+    a_port: int
+    b_port: int
+    #: True when side A opened the flow (is the client).
+    client_is_a: bool
+    first_ns: int
+    last_ns: int
+    first_frame: int
+    #: Tunnel depth the flow was seen at (0: outer).
+    depth: int = 0
+    vlan: int = 0
+    pkts_ab: int = 0
+    pkts_ba: int = 0
+    bytes_ab: int = 0
+    bytes_ba: int = 0
+    flags_ab: int = 0
+    flags_ba: int = 0
+    #: Whether later stages still want this flow's payloads.
+    inspect: bool = True
+    #: Why the record was written (timeout, closed, active_timeout, evicted, shutdown).
+    reason: str = ""
+    #: Per-flow state of later stages (dissectors, attribution); owned by them.
+    ext: dict[str, Any] = field(default_factory=dict)
+    #: Community ID seed (configuration; 0 unless tools must agree on another).
+    cid_seed: int = 0
+    _cid: str | None = None
+    _fid: int | None = None
+
+    # -- orientation -----------------------------------------------------------------
+    @property
+    def src_ip(self) -> str:
+        return _ip_text(self.a_addr if self.client_is_a else self.b_addr)
+
+    @property
+    def dest_ip(self) -> str:
+        return _ip_text(self.b_addr if self.client_is_a else self.a_addr)
+
+    @property
+    def src_addr(self) -> bytes:
+        return self.a_addr if self.client_is_a else self.b_addr
+
+    @property
+    def dest_addr(self) -> bytes:
+        return self.b_addr if self.client_is_a else self.a_addr
+
+    @property
+    def src_port(self) -> int:
+        return self.a_port if self.client_is_a else self.b_port
+
+    @property
+    def dest_port(self) -> int:
+        return self.b_port if self.client_is_a else self.a_port
+
+    @property
+    def pkts_toserver(self) -> int:
+        return self.pkts_ab if self.client_is_a else self.pkts_ba
+
+    @property
+    def pkts_toclient(self) -> int:
+        return self.pkts_ba if self.client_is_a else self.pkts_ab
+
+    @property
+    def bytes_toserver(self) -> int:
+        return self.bytes_ab if self.client_is_a else self.bytes_ba
+
+    @property
+    def bytes_toclient(self) -> int:
+        return self.bytes_ba if self.client_is_a else self.bytes_ab
+
+    @property
+    def flags_toserver(self) -> int:
+        return self.flags_ab if self.client_is_a else self.flags_ba
+
+    @property
+    def flags_toclient(self) -> int:
+        return self.flags_ba if self.client_is_a else self.flags_ab
+
+    @property
+    def closed(self) -> bool:
+        """TCP: RST seen, or FIN seen in both directions."""
+        both = self.flags_ab | self.flags_ba
+        return bool(both & TCP_RST) or bool(self.flags_ab & self.flags_ba & TCP_FIN)
+
+    @property
+    def community_id(self) -> str:
+        if self._cid is None:
+            sport, dport = self.src_port, self.dest_port
+            if self.proto in (Proto.ICMP, Proto.ICMPV6):
+                sport, dport = self.ext.get("icmp", (0, 0))
+            self._cid = community_id(self.src_addr, self.dest_addr, self.proto, sport, dport,
+                                     self.cid_seed)
+        return self._cid
+
+    @property
+    def flow_id(self) -> int:
+        """A stable 51-bit id (safe in JSON doubles) unique per flow record."""
+        if self._fid is None:
+            h = hashlib.blake2b(repr((self.key, self.first_ns, self.depth)).encode(),
+                                digest_size=8).digest()
+            self._fid = int.from_bytes(h, "big") & ((1 << 51) - 1)
+        return self._fid
+
+    def state(self) -> str:
+        if self.proto != Proto.TCP:
+            return "established" if self.pkts_ab and self.pkts_ba else "new"
+        if self.closed:
+            return "closed"
+        return "established" if self.pkts_ab and self.pkts_ba else "new"
+
+
+def _ip_text(addr: bytes) -> str:
+    return str(ipaddress.ip_address(addr))
+
+
+def _addr_bytes(ipver: int, hi: int, lo: int) -> bytes:
+    if ipver == 4:
+        return (lo & 0xFFFFFFFF).to_bytes(4, "big")
+    return hi.to_bytes(8, "big") + lo.to_bytes(8, "big")
+
+
+@dataclass(slots=True, eq=False)
+class Assignment:
+    """Which flow each packet of a layer went to, for the dissect stage."""
+
+    #: Flow per group id.
+    flows: list[Flow]
+    #: Group id per packet of the layer (-1: no flow, e.g. undecodable).
+    group: npt.NDArray[np.int64]
+    #: True where the packet travels client -> server.
+    to_server: npt.NDArray[np.bool_]
+
+
+@dataclass(slots=True)
+class TableStats:
+    flows_created: int = 0
+    flows_evicted: int = 0
+    fragments_unattributed: int = 0
+    fragment_trains_evicted: int = 0
+
+
+_MIX1 = np.uint64(0x9E3779B97F4A7C15)
+_MIX2 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX3 = np.uint64(0x94D049BB133111EB)
+
+
+def _mix(h: npt.NDArray[np.uint64], v: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
+    # splitmix64-style finaliser: good avalanche, all in vectorised uint64 arithmetic.
+    with np.errstate(over="ignore"):
+        x = (h ^ v) * _MIX1
+        x ^= x >> np.uint64(31)
+        x *= _MIX2
+        x ^= x >> np.uint64(29)
+        x *= _MIX3
+        return x ^ (x >> np.uint64(32))
+
+
+class FlowTable:
+    """Bidirectional flows keyed by the canonical 5-tuple (plus tunnel depth)."""
+
+    def __init__(self, *, timeouts: FlowTimeouts | None = None, max_flows: int = MAX_FLOWS,
+                 on_expire: Callable[[Flow], None] | None = None,
+                 on_new: Callable[[Flow], None] | None = None,
+                 community_id_seed: int = 0) -> None:
+        self.cid_seed = community_id_seed
+        self.timeouts = timeouts or FlowTimeouts()
+        self.max_flows = max_flows
+        self.on_expire = on_expire or (lambda f: None)
+        self.on_new = on_new or (lambda f: None)
+        self._flows: OrderedDict[tuple[int, ...], Flow] = OrderedDict()
+        self._frags: OrderedDict[tuple[int, ...], tuple[int, int, int]] = OrderedDict()
+        self.stats = TableStats()
+        self.now_ns = 0
+        self._tcp_idle = int(self.timeouts.tcp_idle * _NS)
+        self._udp_idle = int(self.timeouts.udp_idle * _NS)
+        self._closed = int(self.timeouts.tcp_closed * _NS)
+        self._active = int(self.timeouts.active * _NS)
+        self._min_idle = min(self._tcp_idle, self._udp_idle, self._closed)
+        self._next_active_check = 0
+
+    def __len__(self) -> int:
+        return len(self._flows)
+
+    def __iter__(self) -> Iterator[Flow]:
+        return iter(self._flows.values())
+
+    # -- per batch -------------------------------------------------------------------
+    def update(self, cols: Columns, ts_ns: npt.NDArray[np.int64],
+               wirelens: npt.NDArray[np.int64], first_frame: int) -> Assignment:
+        """Account the packets of one decoded layer; returns the per-packet assignment.
+
+        ``ts_ns`` and ``wirelens`` are the batch's columns (indexed by ``cols.index``).
+        """
+        n = len(cols)
+        group = np.full(n, -1, dtype=np.int64)
+        to_server = np.zeros(n, dtype=np.bool_)
+        flows: list[Flow] = []
+        ok = cols.reason == 0
+        if not ok.any():
+            return Assignment(flows, group, to_server)
+
+        sport = cols.sport.astype(np.uint64)
+        dport = cols.dport.astype(np.uint64)
+        proto = cols.proto
+        icmp = (proto == Proto.ICMP) | (proto == Proto.ICMPV6)
+        frag2 = ok & (cols.frag == 2)
+        if icmp.any():
+            sport = np.where(icmp, np.uint64(0), sport)
+            dport = np.where(icmp, np.uint64(0), dport)
+        if (cols.frag != 0).any():
+            sport, dport, ok = self._fragments(cols, ts_ns, sport, dport, ok, frag2)
+
+        idx = np.flatnonzero(ok)
+        sh, sl, dh, dl = cols.src_hi[idx], cols.src_lo[idx], cols.dst_hi[idx], cols.dst_lo[idx]
+        sp, dp = sport[idx], dport[idx]
+        swap = (sh > dh) | ((sh == dh) & ((sl > dl) | ((sl == dl) & (sp > dp))))
+        ah, al = np.where(swap, dh, sh), np.where(swap, dl, sl)
+        bh, bl = np.where(swap, sh, dh), np.where(swap, sl, dl)
+        pa, pb = np.where(swap, dp, sp), np.where(swap, sp, dp)
+        pr = proto[idx].astype(np.uint64)
+        h = _mix(_mix(_mix(_mix(_mix(ah, al), bh), bl), (pa << np.uint64(16)) | pb),
+                 pr | (np.uint64(cols.depth) << np.uint64(8)))
+        uniq, first, inv = np.unique(h, return_index=True, return_inverse=True)
+        inv = inv.reshape(-1)
+        # Verify no two different tuples share a hash in this batch (vanishingly rare).
+        rep = first[inv]
+        same = ((ah == ah[rep]) & (al == al[rep]) & (bh == bh[rep]) & (bl == bl[rep])
+                & (pa == pa[rep]) & (pb == pb[rep]) & (pr == pr[rep]))
+        if not same.all():
+            keys = np.stack([ah, al, bh, bl, (pa << np.uint64(16)) | pb, pr], axis=1)
+            _, first, inv = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+            inv = inv.reshape(-1)
+        g = first.shape[0]
+        dirn = swap.astype(np.int64)  # 0: A->B, 1: B->A
+        slot = inv * 2 + dirn
+        pkt_index = cols.index[idx]
+        wl = wirelens[pkt_index]
+        ts = ts_ns[pkt_index]
+        pkts = np.bincount(slot, minlength=2 * g).reshape(g, 2)
+        byts = np.bincount(slot, weights=wl, minlength=2 * g).reshape(g, 2)
+        last = np.full(g, -1, dtype=np.int64)
+        np.maximum.at(last, inv, np.arange(idx.shape[0], dtype=np.int64))
+        flags = cols.tcpflags[idx]
+        fl = np.zeros(2 * g, dtype=np.int64)
+        for bit in (TCP_FIN, TCP_SYN, TCP_RST, 0x08, TCP_ACK, 0x20, 0x40, 0x80):
+            has = np.bincount(slot, weights=(flags & bit) != 0, minlength=2 * g) > 0
+            fl |= np.where(has, bit, 0)
+        fl = fl.reshape(g, 2)
+
+        # Groups that need packet order: a pure SYN that is not the group's first packet,
+        # a later fragment, or an idle gap longer than the shortest timeout.
+        pure_syn = (proto[idx] == Proto.TCP) & ((flags & (TCP_SYN | TCP_ACK)) == TCP_SYN)
+        slow = np.zeros(g, dtype=np.bool_)
+        if pure_syn.any():
+            not_first = pure_syn & (np.arange(idx.shape[0]) != first[inv])
+            slow |= np.bincount(inv, weights=not_first, minlength=g) > 0
+        if int(ts.max()) - int(ts.min()) > self._min_idle:
+            order = np.argsort(inv, kind="stable")
+            gaps = np.diff(ts[order])
+            same_g = np.diff(inv[order]) == 0
+            big = np.flatnonzero(same_g & (gaps > self._min_idle))
+            slow[inv[order][big]] = True
+
+        pkts_l = pkts.tolist()
+        byts_l = byts.astype(np.int64).tolist()
+        fl_l = fl.tolist()
+        slow_l = slow.tolist()
+        ts_l_first = ts[first].tolist()
+        ts_l_last = ts[last].tolist()
+        syn_first = pure_syn[first].tolist()
+        keys_src = (ah[first].tolist(), al[first].tolist(), bh[first].tolist(),
+                    bl[first].tolist(), pa[first].tolist(), pb[first].tolist(),
+                    pr[first].tolist())
+        ipver_l = cols.ipver[idx][first].tolist()
+        swap_first = swap[first].tolist()
+        flags_first = flags[first].tolist()
+        frame_first = (pkt_index[first] + first_frame).tolist()
+        vlan_first = cols.vlan[idx][first].tolist()
+        icmp_first = (icmp[idx][first].tolist(), cols.sport[idx][first].tolist(),
+                      cols.dport[idx][first].tolist())
+        depth = cols.depth
+        group_of_sel = np.empty(idx.shape[0], dtype=np.int64)
+        now = int(ts_ns[-1]) if ts_ns.shape[0] else self.now_ns
+        flows_d = self._flows
+
+        slow_groups: list[int] = []
+        for gi in range(g):
+            key = (keys_src[0][gi], keys_src[1][gi], keys_src[2][gi], keys_src[3][gi],
+                   keys_src[4][gi], keys_src[5][gi], keys_src[6][gi], depth)
+            if slow_l[gi]:
+                slow_groups.append(gi)
+                flows.append(None)  # type: ignore[arg-type]  # filled by the slow path
+                continue
+            flow = flows_d.get(key)
+            t0 = ts_l_first[gi]
+            if flow is not None and self._ends_before(flow, t0, syn_first[gi]):
+                self._expire(flow, "closed" if flow.closed else "timeout")
+                flow = None
+            if flow is None:
+                flow = self._new_flow(key, ipver_l[gi], swap_first[gi], flags_first[gi], t0,
+                                      frame_first[gi], vlan_first[gi])
+                if icmp_first[0][gi]:
+                    flow.ext["icmp"] = (icmp_first[1][gi], icmp_first[2][gi])
+            else:
+                flows_d.move_to_end(key)
+            p, b, f = pkts_l[gi], byts_l[gi], fl_l[gi]
+            flow.pkts_ab += p[0]
+            flow.pkts_ba += p[1]
+            flow.bytes_ab += b[0]
+            flow.bytes_ba += b[1]
+            flow.flags_ab |= f[0]
+            flow.flags_ba |= f[1]
+            flow.last_ns = max(flow.last_ns, ts_l_last[gi])
+            flows.append(flow)
+
+        group_of_sel[:] = inv
+        if slow_groups:
+            self._slow_path(slow_groups, inv, idx, swap, pr, ah, al, bh, bl, pa, pb, flags,
+                            ts, wl, cols, pkt_index, first_frame, flows, group_of_sel)
+
+        group[idx] = group_of_sel
+        client_is_a = np.array([f.client_is_a for f in flows], dtype=np.bool_)
+        to_server[idx] = (dirn == 0) == client_is_a[group_of_sel]
+        self.now_ns = max(self.now_ns, now)
+        return Assignment(flows, group, to_server)
+
+    def _ends_before(self, flow: Flow, t: int, pure_syn: bool) -> bool:
+        """Whether ``flow`` is over by the time a packet at ``t`` arrives."""
+        if flow.proto == Proto.TCP:
+            if flow.closed:
+                return pure_syn or t - flow.last_ns > self._closed
+            return t - flow.last_ns > self._tcp_idle
+        return t - flow.last_ns > self._udp_idle
+
+    def _new_flow(self, key: tuple[int, ...], ipver: int, swapped: bool, flags: int, t: int,
+                  frame: int, vlan: int) -> Flow:
+        ah, al, bh, bl, pa, pb, proto, depth = key
+        # The first packet's sender opened the flow, unless the capture began part-way:
+        # a SYN-ACK seen first was sent by the server; without a SYN, a sender on a
+        # well-known port talking to an ephemeral one is the server's reply.
+        sender_is_a = not swapped
+        sport, dport = (pb, pa) if swapped else (pa, pb)
+        syn = flags & (TCP_SYN | TCP_ACK)
+        if proto == Proto.TCP and syn == (TCP_SYN | TCP_ACK):
+            sender_is_a = not sender_is_a
+        elif (proto in (Proto.UDP, Proto.SCTP) or (proto == Proto.TCP and syn != TCP_SYN)) \
+                and sport < WELL_KNOWN_PORTS <= dport:
+            sender_is_a = not sender_is_a
+        flow = Flow(key=key, ipver=ipver, proto=proto, a_addr=_addr_bytes(ipver, ah, al),
+                    b_addr=_addr_bytes(ipver, bh, bl), a_port=pa, b_port=pb,
+                    client_is_a=sender_is_a, first_ns=t, last_ns=t, first_frame=frame,
+                    depth=depth, vlan=vlan, cid_seed=self.cid_seed)
+        self._flows[key] = flow
+        self.stats.flows_created += 1
+        if len(self._flows) > self.max_flows:
+            _, victim = self._flows.popitem(last=False)
+            self.stats.flows_evicted += 1
+            victim.reason = "evicted"
+            self.on_expire(victim)
+        self.on_new(flow)
+        return flow
+
+    def _slow_path(self, slow_groups: list[int], inv: npt.NDArray[np.int64],
+                   idx: npt.NDArray[np.int64], swap: npt.NDArray[np.bool_],
+                   pr: npt.NDArray[np.uint64], ah: npt.NDArray[np.uint64],
+                   al: npt.NDArray[np.uint64], bh: npt.NDArray[np.uint64],
+                   bl: npt.NDArray[np.uint64], pa: npt.NDArray[np.uint64],
+                   pb: npt.NDArray[np.uint64], flags: npt.NDArray[np.uint8],
+                   ts: npt.NDArray[np.int64], wl: npt.NDArray[np.int64], cols: Columns,
+                   pkt_index: npt.NDArray[np.int64], first_frame: int, flows: list[Flow],
+                   group_of_sel: npt.NDArray[np.int64]) -> None:
+        """Packet-by-packet accounting for the few groups whose order matters."""
+        sel = np.flatnonzero(np.isin(inv, slow_groups))
+        extra_groups: dict[int, int] = {}
+        for j in sel.tolist():
+            gi = int(inv[j])
+            key = (int(ah[j]), int(al[j]), int(bh[j]), int(bl[j]), int(pa[j]), int(pb[j]),
+                   int(pr[j]), cols.depth)
+            t = int(ts[j])
+            f = int(flags[j])
+            pure_syn = int(pr[j]) == Proto.TCP and (f & (TCP_SYN | TCP_ACK)) == TCP_SYN
+            flow = self._flows.get(key)
+            if flow is not None and self._ends_before(flow, t, pure_syn):
+                self._expire(flow, "closed" if flow.closed else "timeout")
+                flow = None
+            if flow is None:
+                flow = self._new_flow(key, int(cols.ipver[idx[j]]), bool(swap[j]), f, t,
+                                      int(pkt_index[j]) + first_frame, int(cols.vlan[idx[j]]))
+                if int(pr[j]) in (Proto.ICMP, Proto.ICMPV6):
+                    flow.ext["icmp"] = (int(cols.sport[idx[j]]), int(cols.dport[idx[j]]))
+            else:
+                self._flows.move_to_end(key)
+            if swap[j]:
+                flow.pkts_ba += 1
+                flow.bytes_ba += int(wl[j])
+                flow.flags_ba |= f
+            else:
+                flow.pkts_ab += 1
+                flow.bytes_ab += int(wl[j])
+                flow.flags_ab |= f
+            flow.last_ns = max(flow.last_ns, t)
+            if flows[gi] is None:
+                flows[gi] = flow
+            if flows[gi] is not flow:
+                # The tuple's packets moved to a new flow part-way through the batch.
+                extra = extra_groups.get(id(flow))
+                if extra is None:
+                    flows.append(flow)
+                    extra = extra_groups[id(flow)] = len(flows) - 1
+                gi = extra
+            group_of_sel[j] = gi
+
+    def _fragments(self, cols: Columns, ts_ns: npt.NDArray[np.int64],
+                   sport: npt.NDArray[np.uint64], dport: npt.NDArray[np.uint64],
+                   ok: npt.NDArray[np.bool_], frag2: npt.NDArray[np.bool_],
+                   ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64],
+                              npt.NDArray[np.bool_]]:
+        """Give later IP fragments the ports of their train's first fragment.
+
+        Later fragments that arrive before the first one (or whose train was forgotten)
+        cannot be attributed; they are counted in ``stats.fragments_unattributed``.
+        """
+        sport = sport.copy()
+        dport = dport.copy()
+        ok = ok.copy()
+        frags = self._frags
+        for i in np.flatnonzero(ok & (cols.frag != 0)).tolist():
+            tkey = (int(cols.src_hi[i]), int(cols.src_lo[i]), int(cols.dst_hi[i]),
+                    int(cols.dst_lo[i]), int(cols.proto[i]), int(cols.ipid[i]))
+            t = int(ts_ns[cols.index[i]])
+            if cols.frag[i] == 1:
+                frags[tkey] = (int(sport[i]), int(dport[i]), t)
+                frags.move_to_end(tkey)
+                if len(frags) > MAX_FRAGMENT_TRAINS:
+                    frags.popitem(last=False)
+                    self.stats.fragment_trains_evicted += 1
+                continue
+            known = frags.get(tkey)
+            if known is None or t - known[2] > FRAGMENT_TIMEOUT_NS:
+                ok[i] = False
+                self.stats.fragments_unattributed += 1
+                continue
+            sport[i], dport[i] = known[0], known[1]
+        return sport, dport, ok
+
+    # -- expiry ----------------------------------------------------------------------
+    def _expire(self, flow: Flow, reason: str) -> None:
+        del self._flows[flow.key]
+        flow.reason = reason
+        self.on_expire(flow)
+
+    def expire(self, now_ns: int | None = None) -> int:
+        """Write out flows idle past their timeout (and cut flows past the active
+        timeout) as of packet time ``now_ns``; returns how many ended."""
+        now = self.now_ns if now_ns is None else now_ns
+        ended: list[tuple[Flow, str]] = []
+        for flow in self._flows.values():
+            idle = now - flow.last_ns
+            if idle <= self._min_idle:
+                break  # LRU order: everything after this was touched more recently
+            if flow.proto == Proto.TCP:
+                limit = self._closed if flow.closed else self._tcp_idle
+            else:
+                limit = self._udp_idle
+            if idle > limit:
+                ended.append((flow, "closed" if flow.proto == Proto.TCP and flow.closed
+                              else "timeout"))
+        for flow, reason in ended:
+            self._expire(flow, reason)
+        if self._active and now >= self._next_active_check:
+            # A scan of the whole table, so at most once per minute of packet time.
+            self._next_active_check = now + ACTIVE_CHECK_NS
+            for flow in [f for f in self._flows.values()
+                         if f.last_ns - f.first_ns > self._active]:
+                self._cut(flow, now)
+        return len(ended)
+
+    def _cut(self, flow: Flow, now: int) -> None:  # noqa: ARG002
+        """Active timeout: write the record so far and continue with fresh counters."""
+        self._expire(flow, "active_timeout")
+        cont = Flow(key=flow.key, ipver=flow.ipver, proto=flow.proto, a_addr=flow.a_addr,
+                    b_addr=flow.b_addr, a_port=flow.a_port, b_port=flow.b_port,
+                    client_is_a=flow.client_is_a, first_ns=flow.last_ns,
+                    last_ns=flow.last_ns, first_frame=flow.first_frame, depth=flow.depth,
+                    vlan=flow.vlan, inspect=False, ext=flow.ext, cid_seed=flow.cid_seed)
+        cont.flags_ab = flow.flags_ab & ~(TCP_FIN | TCP_RST)
+        cont.flags_ba = flow.flags_ba & ~(TCP_FIN | TCP_RST)
+        self._flows[flow.key] = cont
+
+    def flush(self) -> int:
+        """End every flow (end of input or shutdown)."""
+        remaining = sorted(self._flows.values(), key=lambda f: (f.first_ns, f.first_frame))
+        self._flows.clear()
+        for flow in remaining:
+            flow.reason = "shutdown"
+            self.on_expire(flow)
+        return len(remaining)

@@ -1,0 +1,324 @@
+"""Flow records: counters against tshark, decoding of link types and IP variants, and the
+flow table's lifecycle (TCP close and port reuse, timeouts, the hard cap)."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+import subprocess
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from scapy.layers.inet import ICMP, IP, TCP, UDP, fragment
+from scapy.layers.inet6 import (
+    IPv6,
+    IPv6ExtHdrDestOpt,
+    IPv6ExtHdrFragment,
+    IPv6ExtHdrHopByHop,
+    IPv6ExtHdrRouting,
+)
+from scapy.layers.l2 import CookedLinux, Dot1AD, Dot1Q, Ether, Loopback
+from scapy.packet import Raw
+from scapy.utils import PcapWriter, wrpcap
+
+from monitor.flow.table import FlowTimeouts
+from tests.helpers import CORPUS, flows, replay
+from tests.tshark_oracle import conv_table, require_tool, tshark_conversations
+
+CORPUS_FILES = sorted(p.name for p in CORPUS.iterdir() if p.suffix in (".pcap", ".pcapng"))
+T0 = 1_700_000_000.0
+
+
+def compare_with_tshark(path: Path, records: list[dict]) -> None:
+    """Same flows, same packet and byte counts each way, as tshark's conversations."""
+    convs = tshark_conversations(str(path))
+    expected = Counter()
+    for conv in convs:
+        expected[(conv.proto.upper(), frozenset((conv.a, conv.b)))] += 1
+    got = Counter()
+    for r in flows(records):
+        if r["proto"] in ("TCP", "UDP"):
+            got[(r["proto"], frozenset(((r["src_ip"], r["src_port"]),
+                                        (r["dest_ip"], r["dest_port"]))))] += 1
+    assert got == expected, f"flow sets differ: avmon-only {got - expected}, " \
+                            f"tshark-only {expected - got}"
+    by_key: dict = {}
+    for conv in convs:
+        by_key.setdefault((conv.proto.upper(), frozenset((conv.a, conv.b))), []).append(conv)
+    for r in flows(records):
+        if r["proto"] not in ("TCP", "UDP"):
+            continue
+        src = (r["src_ip"], r["src_port"])
+        key = (r["proto"], frozenset((src, (r["dest_ip"], r["dest_port"]))))
+        f = r["flow"]
+        mine = (f["pkts_toserver"], f["pkts_toclient"], f["bytes_toserver"], f["bytes_toclient"])
+        candidates = [c.oriented(src) for c in by_key[key]]
+        assert mine in candidates, f"{path.name}: {key} avmon {mine}, tshark {candidates}"
+        candidates.remove(mine)
+
+
+@pytest.mark.parametrize("name", CORPUS_FILES)
+def test_corpus_flows_match_tshark(name: str, tmp_path: Path) -> None:
+    records, pipe = replay([CORPUS / name], tmp_path)
+    compare_with_tshark(CORPUS / name, records)
+
+
+def test_oracle_agrees_with_tsharks_own_table() -> None:
+    """The frame-level oracle reproduces ``tshark -z conv`` frame counts (tunnels included)."""
+    for name in ("zeek_tunnels_Teredo.pcap", "zeek_wikipedia.pcap", "ndpi_KakaoTalk_chat.pcap"):
+        path = str(CORPUS / name)
+        convs = tshark_conversations(path)
+        for proto in ("tcp", "udp"):
+            table = {(frozenset((a, b))): (f_ba, f_ab, a) for a, b, f_ba, f_ab
+                     in conv_table(path, proto)}
+            mine = [c for c in convs if c.proto == proto]
+            assert len(mine) == len(table)
+            for c in mine:
+                f_ba, f_ab, a = table[frozenset((c.a, c.b))]
+                ab = c.oriented(a)
+                assert (ab[0], ab[1]) == (f_ab, f_ba)
+
+
+# -- formats give identical output ------------------------------------------------------
+
+def _canonical(records: list[dict]) -> list[str]:
+    import json
+
+    return sorted(json.dumps(r, sort_keys=True) for r in records)
+
+
+@pytest.mark.parametrize("name", ["zeek_wikipedia.pcap", "ndpi_dns_fragmented.pcap",
+                                  "zeek_tunnels_Teredo.pcap"])
+def test_pcap_pcapng_gzip_identical(name: str, tmp_path: Path) -> None:
+    editcap = require_tool("editcap")
+    src = CORPUS / name
+    ng = tmp_path / "x.pcapng"
+    subprocess.run([editcap, "-F", "pcapng", str(src), str(ng)], check=True)
+    nsec = tmp_path / "x.nsec.pcap"
+    subprocess.run([editcap, "-F", "nsecpcap", str(src), str(nsec)], check=True)
+    gz = tmp_path / "x.pcap.gz"
+    with open(src, "rb") as fi, gzip.open(gz, "wb") as fo:
+        shutil.copyfileobj(fi, fo)
+    outs = []
+    for i, p in enumerate((src, ng, nsec, gz)):
+        d = tmp_path / str(i)
+        d.mkdir()
+        outs.append(_canonical(replay([p], d)[0]))
+    assert outs[0] == outs[1] == outs[2] == outs[3]
+    assert outs[0]
+
+
+# -- link types and IP variants ---------------------------------------------------------
+
+def _session(client: str, server: str, sport: int = 40000, dport: int = 443,
+             v6: bool = False, isn: int = 100) -> list:
+    """A whole TCP connection: handshake, 300 bytes up, 1000 down, FIN both ways."""
+    ip = IPv6 if v6 else IP
+    c, s = isn, 500  # client and server initial sequence numbers
+
+    def up(flags: str, seq: int, ack: int, data: bytes = b"") -> object:
+        p = ip(src=client, dst=server) / TCP(sport=sport, dport=dport, flags=flags,
+                                             seq=seq, ack=ack)
+        return p / Raw(data) if data else p
+
+    def down(flags: str, seq: int, ack: int, data: bytes = b"") -> object:
+        p = ip(src=server, dst=client) / TCP(sport=dport, dport=sport, flags=flags,
+                                             seq=seq, ack=ack)
+        return p / Raw(data) if data else p
+
+    return [
+        up("S", c, 0),
+        down("SA", s, c + 1),
+        up("A", c + 1, s + 1),
+        up("PA", c + 1, s + 1, b"x" * 300),
+        down("PA", s + 1, c + 301, b"y" * 1000),
+        up("FA", c + 301, s + 1001),
+        down("FA", s + 1001, c + 302),
+        up("A", c + 302, s + 1002),
+    ]
+
+
+def _write(path: Path, pkts: list, linktype: int | None = None, t0: float = T0) -> Path:
+    for i, p in enumerate(pkts):
+        p.time = t0 + i * 0.01
+    if linktype is None:
+        wrpcap(str(path), pkts)
+    else:
+        wrpcap(str(path), pkts, linktype=linktype)
+    return path
+
+
+def _one_tcp_flow(records: list[dict], client: str, server: str) -> dict:
+    fl = flows(records, "TCP")
+    assert len(fl) == 1, fl
+    f = fl[0]
+    assert (f["src_ip"], f["dest_ip"]) == (client, server)
+    assert f["flow"]["pkts_toserver"] == 5 and f["flow"]["pkts_toclient"] == 3
+    return f
+
+
+@pytest.mark.parametrize("kind", ["ether", "vlan", "qinq", "sll", "raw", "null", "loop"])
+def test_link_types(kind: str, tmp_path: Path) -> None:
+    pkts = _session("10.20.1.10", "77.74.176.10")
+    linktype = None
+    if kind == "ether":
+        pkts = [Ether() / p for p in pkts]
+    elif kind == "vlan":
+        pkts = [Ether() / Dot1Q(vlan=42) / p for p in pkts]
+    elif kind == "qinq":
+        pkts = [Ether() / Dot1AD(vlan=7) / Dot1Q(vlan=42) / p for p in pkts]
+    elif kind == "sll":
+        pkts = [CookedLinux(proto=0x0800) / p for p in pkts]
+    elif kind == "raw":
+        linktype = 101
+    elif kind == "null":
+        pkts = [Loopback(type=2) / p for p in pkts]
+    elif kind == "loop":
+        linktype = 108
+        pkts = [Raw(b"\x00\x00\x00\x02" + bytes(p)) for p in pkts]
+    path = _write(tmp_path / f"{kind}.pcap", pkts, linktype)
+    records, pipe = replay([path], tmp_path)
+    f = _one_tcp_flow(records, "10.20.1.10", "77.74.176.10")
+    if kind in ("vlan", "qinq"):
+        assert f["vlan"] == [42] if kind == "vlan" else [7]
+    assert sum(pipe.stats.undecoded.values()) == 0
+    compare_with_tshark(path, records)
+
+
+def test_sll2(tmp_path: Path) -> None:
+    # `tcpdump -i any` writes SLL2; scapy has no SLL2 layer, so build the 20-byte header.
+    import struct
+
+    pkts = []
+    for p in _session("10.20.1.10", "77.74.176.10"):
+        hdr = struct.pack("!HHIHBB8s", 0x0800, 0, 1, 1, 4, 6, b"\x02\x42\xac\x11\x00\x02\0\0")
+        pkts.append(Raw(hdr + bytes(p)))
+    path = _write(tmp_path / "sll2.pcap", pkts, linktype=276)
+    records, _ = replay([path], tmp_path)
+    _one_tcp_flow(records, "10.20.1.10", "77.74.176.10")
+    compare_with_tshark(path, records)
+
+
+def test_ipv6_extension_headers(tmp_path: Path) -> None:
+    base = _session("2001:db8::10", "2a03:2480::1", v6=True)
+    pkts = []
+    for p in base:
+        tcp = p[TCP]
+        pkts.append(Ether() / IPv6(src=p.src, dst=p.dst) / IPv6ExtHdrHopByHop()
+                    / IPv6ExtHdrRouting() / IPv6ExtHdrDestOpt() / tcp)
+    path = _write(tmp_path / "ext.pcap", pkts)
+    records, pipe = replay([path], tmp_path)
+    _one_tcp_flow(records, "2001:db8::10", "2a03:2480::1")
+    compare_with_tshark(path, records)
+
+
+def test_ip_fragments_counted_in_their_flow(tmp_path: Path) -> None:
+    big = IP(src="10.20.1.10", dst="10.0.0.53", id=77) / UDP(sport=5353, dport=53) \
+        / Raw(b"q" * 3000)
+    frags = fragment(big, fragsize=1000)
+    assert len(frags) >= 3
+    v6 = IPv6(src="2001:db8::10", dst="2001:db8::53") / IPv6ExtHdrFragment(id=9) \
+        / UDP(sport=6000, dport=53) / Raw(b"r" * 2500)
+    from scapy.layers.inet6 import fragment6
+
+    frags6 = fragment6(v6, 1280)
+    reply = IP(src="10.0.0.53", dst="10.20.1.10") / UDP(sport=53, dport=5353) / Raw(b"a" * 50)
+    pkts = [Ether() / p for p in frags + [reply] + frags6]
+    path = _write(tmp_path / "frag.pcap", pkts)
+    records, pipe = replay([path], tmp_path)
+    udp = {(f["src_port"]): f["flow"] for f in flows(records, "UDP")}
+    assert udp[5353]["pkts_toserver"] == len(frags)
+    assert udp[5353]["bytes_toserver"] == sum(len(Ether() / f) for f in frags)
+    assert udp[6000]["pkts_toserver"] == len(frags6)
+    compare_with_tshark(path, records)
+
+
+def test_later_fragment_before_first_is_counted_not_lost(tmp_path: Path) -> None:
+    big = IP(src="10.20.1.10", dst="10.0.0.53", id=78) / UDP(sport=5354, dport=53) \
+        / Raw(b"q" * 3000)
+    frags = fragment(big, fragsize=1000)
+    pkts = [Ether() / p for p in [frags[1], frags[0], frags[2]]]
+    path = _write(tmp_path / "ooo.pcap", pkts)
+    records, pipe = replay([path], tmp_path)
+    assert pipe.table.stats.fragments_unattributed == 1
+    (f,) = flows(records, "UDP")
+    assert f["flow"]["pkts_toserver"] == 2
+
+
+# -- the flow table's lifecycle ---------------------------------------------------------
+
+def test_port_reuse_after_close_is_a_new_flow(tmp_path: Path) -> None:
+    one = _session("10.20.1.10", "77.74.176.10", sport=41000)
+    two = _session("10.20.1.10", "77.74.176.10", sport=41000, isn=900_000)
+    pkts = [Ether() / p for p in one + two]
+    path = _write(tmp_path / "reuse.pcap", pkts)
+    records, _ = replay([path], tmp_path)
+    fl = flows(records, "TCP")
+    assert len(fl) == 2
+    assert all(f["flow"]["pkts_toserver"] == 5 for f in fl)
+    assert fl[0]["flow_id"] != fl[1]["flow_id"]
+    assert fl[0]["community_id"] == fl[1]["community_id"]
+    compare_with_tshark(path, records)
+
+
+def test_syn_ack_seen_first_orients_the_flow(tmp_path: Path) -> None:
+    pkts = [Ether() / p for p in _session("10.20.1.10", "77.74.176.10")[1:]]
+    path = _write(tmp_path / "midstream.pcap", pkts)
+    records, _ = replay([path], tmp_path)
+    (f,) = flows(records, "TCP")
+    assert (f["src_ip"], f["src_port"]) == ("10.20.1.10", 40000)
+    assert f["flow"]["pkts_toserver"] == 4 and f["flow"]["pkts_toclient"] == 3
+
+
+def test_idle_timeout_splits_flow(tmp_path: Path) -> None:
+    q = Ether() / IP(src="10.20.1.10", dst="10.0.0.53") / UDP(sport=7000, dport=53) / Raw(b"a")
+    path = tmp_path / "idle.pcap"
+    w = PcapWriter(str(path))
+    for t in (T0, T0 + 1, T0 + 500, T0 + 501):
+        p = q.copy()
+        p.time = t
+        w.write(p)
+    w.close()
+    records, _ = replay([path], tmp_path, timeouts=FlowTimeouts(udp_idle=120))
+    fl = flows(records, "UDP")
+    assert [f["flow"]["pkts_toserver"] for f in fl] == [2, 2]
+    assert fl[0]["flow"]["reason"] == "timeout"
+
+
+def test_flow_table_cap_evicts_and_counts(tmp_path: Path) -> None:
+    pkts = [Ether() / IP(src="10.20.1.10", dst="77.74.176.10")
+            / TCP(sport=20000 + i, dport=443, flags="S") for i in range(300)]
+    path = _write(tmp_path / "flood.pcap", pkts)
+    records, pipe = replay([path], tmp_path, max_flows=100)
+    assert pipe.table.stats.flows_evicted == 200
+    assert len(flows(records)) == 300
+    assert sum(1 for f in flows(records) if f["flow"]["reason"] == "evicted") == 200
+    assert len(pipe.table) == 0
+
+
+def test_eve_flow_record_fields(tmp_path: Path) -> None:
+    path = _write(tmp_path / "one.pcap", [Ether() / p for p in
+                                          _session("10.20.1.10", "77.74.176.10")])
+    records, _ = replay([path], tmp_path)
+    (f,) = flows(records)
+    for key in ("timestamp", "flow_id", "event_type", "src_ip", "src_port", "dest_ip",
+                "dest_port", "proto", "community_id"):
+        assert key in f
+    for key in ("pkts_toserver", "pkts_toclient", "bytes_toserver", "bytes_toclient", "start",
+                "end"):
+        assert key in f["flow"]
+    assert f["flow"]["start"] == "2023-11-14T22:13:20.000000+0000"
+    assert f["flow"]["end"] == "2023-11-14T22:13:20.070000+0000"
+    assert f["flow"]["state"] == "closed"
+    assert f["tcp"]["syn"] and f["tcp"]["fin"]
+
+
+def test_icmp_error_does_not_make_flows(tmp_path: Path) -> None:
+    inner = IP(src="10.20.1.10", dst="10.0.0.53") / UDP(sport=7001, dport=53)
+    pkts = [Ether() / inner / Raw(b"q"),
+            Ether() / IP(src="10.0.0.53", dst="10.20.1.10") / ICMP(type=3, code=3) / inner]
+    path = _write(tmp_path / "icmperr.pcap", pkts)
+    records, _ = replay([path], tmp_path)
+    assert len(flows(records, "UDP")) == 1
+    compare_with_tshark(path, records)
