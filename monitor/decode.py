@@ -128,6 +128,10 @@ class Columns:
     frag: U8
     #: IP identification (IPv4 16-bit, IPv6 fragment header 32-bit) for fragments.
     ipid: U32
+    #: Fragments: byte offset of this fragment's data in the datagram (0 otherwise).
+    fragoff: I64
+    #: Fragments: more fragments follow.
+    more: B
     #: Outer 802.1Q VLAN id, 0 when untagged.
     vlan: U16
     #: Tunnel depth of this layer (0: outer).
@@ -142,7 +146,7 @@ class Columns:
             self.src_hi[sel], self.src_lo[sel], self.dst_hi[sel], self.dst_lo[sel],
             self.sport[sel], self.dport[sel], self.tcpflags[sel], self.seq[sel],
             self.payoff[sel], self.paylen[sel], self.frag[sel], self.ipid[sel],
-            self.vlan[sel], self.depth,
+            self.fragoff[sel], self.more[sel], self.vlan[sel], self.depth,
         )
 
 
@@ -185,7 +189,8 @@ def _empty(n: int) -> dict[str, npt.NDArray[np.generic]]:
         "dport": np.zeros(n, np.uint16), "tcpflags": np.zeros(n, np.uint8),
         "seq": np.zeros(n, np.uint32), "payoff": np.zeros(n, np.int64),
         "paylen": np.zeros(n, np.int64), "frag": np.zeros(n, np.uint8),
-        "ipid": np.zeros(n, np.uint32), "vlan": np.zeros(n, np.uint16),
+        "ipid": np.zeros(n, np.uint32), "fragoff": np.zeros(n, np.int64),
+        "more": np.zeros(n, np.bool_), "vlan": np.zeros(n, np.uint16),
     }
 
 
@@ -348,6 +353,8 @@ def _decode_layer(batch: Batch, rd: _Bytes, index: I64, off: I64, end: I64,
         cols["dst_lo"][idx] = _V4_MAPPED_LO_TAG | rd.u32(p + 16).astype(np.uint64)
         cols["frag"][idx] = np.where(fo > 0, 2, np.where(mf, 1, 0)).astype(np.uint8)
         cols["ipid"][idx] = rd.u16(p + 4).astype(np.uint32)
+        cols["fragoff"][idx] = fo.astype(np.int64) * 8
+        cols["more"][idx] = mf
         l4[idx] = p + ihl
         ip_end[idx] = ipe
 
@@ -362,6 +369,8 @@ def _decode_layer(batch: Batch, rd: _Bytes, index: I64, off: I64, end: I64,
         q = p + 40
         frag = np.zeros(p.shape, np.uint8)
         ipid = np.zeros(p.shape, np.uint32)
+        fragoff = np.zeros(p.shape, np.int64)
+        more6 = np.zeros(p.shape, np.bool_)
         for _ in range(MAX_IPV6_EXT):
             ext = np.isin(nh, _V6_EXT) | (nh == Proto.FRAGMENT) | (nh == Proto.AH)
             ext &= ok & (frag != 2)
@@ -380,6 +389,8 @@ def _decode_layer(batch: Batch, rd: _Bytes, index: I64, off: I64, end: I64,
                 frag = np.where(isfrag, np.where(fo > 0, 2, np.where(more, 1, 0)),
                                 frag).astype(np.uint8)
                 ipid = np.where(isfrag, rd.u32(q + 4), ipid)
+                fragoff = np.where(isfrag, fo.astype(np.int64) * 8, fragoff)
+                more6 = np.where(isfrag, more, more6)
             nh = np.where(ext, rd.u8(q), nh)
             q = np.where(ext, q + hlen, q)
         else:
@@ -398,6 +409,8 @@ def _decode_layer(batch: Batch, rd: _Bytes, index: I64, off: I64, end: I64,
         cols["dst_lo"][idx] = rd.u64(p + 32)
         cols["frag"][idx] = frag
         cols["ipid"][idx] = ipid
+        cols["fragoff"][idx] = fragoff
+        cols["more"][idx] = more6
         l4[idx] = np.minimum(q, ipe)
         ip_end[idx] = ipe
 
@@ -505,7 +518,17 @@ def _tunnels(rd: _Bytes, c: Columns) -> tuple[I64, I64, I64, npt.NDArray[np.int3
 
     # Teredo (RFC 4380): IPv6 in UDP/3544, optionally after authentication and
     # origin-indication headers.
-    m = ok & (c.proto == Proto.UDP) & ((c.dport == PORT_TEREDO) | (c.sport == PORT_TEREDO))
+    # Teredo relays and peers use any port (RFC 4380 §5.2): elsewhere, a payload that is
+    # exactly one IPv6 packet (version 6, payload length filling the datagram) is taken
+    # as Teredo too, as Zeek does.
+    teredo_port = (c.dport == PORT_TEREDO) | (c.sport == PORT_TEREDO)
+    udp = ok & (c.proto == Proto.UDP) & (c.paylen >= 40)
+    exact6 = np.zeros(len(c), np.bool_)
+    if udp.any():
+        p = start[udp]
+        exact6[udp] = ((rd.u8(p) >> 4) == 6) & (
+            rd.u16(p + 4).astype(np.int64) + 40 == c.paylen[udp]) & (rd.u8(p + 7) > 0)
+    m = ok & (c.proto == Proto.UDP) & (teredo_port | exact6) & (inner_lt < 0)
     if m.any():
         p = start[m].copy()
         first = rd.u16(p)
