@@ -1,0 +1,502 @@
+"""The dissect stage: the few packets that carry names, through the protocol parsers.
+
+Only candidates reach Python here, chosen per batch with numpy: payload-carrying packets
+of flows that still want inspection (plus the client's SYN, which fixes where its byte
+stream starts). Per flow, the first client bytes decide what the flow is: a TLS
+ClientHello (reassembled across segments), an HTTP/1.x request head (and, after
+``CONNECT``, the ClientHello inside the tunnel), a QUIC Initial, or DNS on port 53. Once a
+flow's name is known, or it is clearly none of these, the flow stops being inspected, so
+bulk data never reaches Python. Parsers raise only ParseError; each one is counted by
+protocol and reason, and the flow is left alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import numpy as np
+
+from monitor.attribution import DnsCache
+from monitor.capture.batch import Batch
+from monitor.decode import Columns, Proto
+from monitor.errors import ParseError
+from monitor.eve import flow_header
+from monitor.flow.reassembly import StreamPrefix
+from monitor.flow.table import TCP_ACK, TCP_SYN, Assignment, Flow
+from monitor.parsers import dns as dnsp
+from monitor.parsers import http as httpp
+from monitor.parsers import quic as quicp
+from monitor.parsers import tls as tlsp
+
+__all__ = ["DissectStats", "Dissector"]
+
+#: Client segments of one TCP flow looked at before giving up (a ClientHello split by a
+#: tiny MSS takes a few dozen; nDPI's default cap on dissected packets is similar).
+MAX_TCP_SEGMENTS: Final = 64
+#: Client datagrams of one UDP flow fed to the QUIC assembler (a ClientHello spans one to
+#: three Initials; retransmissions add a few).
+MAX_QUIC_DATAGRAMS: Final = 12
+#: Bytes kept per direction of a DNS-over-TCP flow waiting for a whole message.
+MAX_DNS_TCP_BUFFER: Final = 65_537
+#: DNS messages parsed per flow; a zone transfer or a tunnel beyond this is not followed.
+MAX_DNS_MESSAGES_PER_FLOW: Final = 4096
+#: Client stream prefix: an HTTP CONNECT head, then a whole ClientHello.
+TCP_PREFIX_LIMIT: Final = httpp.MAX_HEAD_BYTES + tlsp.MAX_CLIENT_HELLO_STREAM_LEN
+
+#: Fragmented datagrams reassembled at once per flow (a DNS exchange has one or two).
+MAX_FRAGMENT_TRAINS_PER_FLOW: Final = 8
+#: Largest IP datagram (IPv4 total length, IPv6 payload without jumbograms).
+MAX_DATAGRAM: Final = 65_535
+UDP_HEADER: Final = 8
+
+DNS_PORTS: Final = frozenset((53, 5353, 5355))
+_HTTP_METHOD_START: Final = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+Emit = Callable[[dict[str, Any]], None]
+
+
+@dataclass(slots=True)
+class DissectStats:
+    tls_client_hellos: int = 0
+    quic_client_hellos: int = 0
+    http_requests: int = 0
+    dns_messages: int = 0
+    #: (protocol, reason) -> count of units a parser rejected.
+    parse_errors: dict[tuple[str, str], int] = field(default_factory=dict)
+    #: Flows that stopped being inspected at a cap before anything was found.
+    gave_up: int = 0
+
+    def error(self, protocol: str, exc: ParseError) -> None:
+        key = (protocol, exc.reason)
+        self.parse_errors[key] = self.parse_errors.get(key, 0) + 1
+
+
+class _TcpState:
+    __slots__ = ("prefix", "segments", "offset", "mode", "dns_bufs", "dns_count")
+
+    def __init__(self) -> None:
+        self.prefix = StreamPrefix(TCP_PREFIX_LIMIT)
+        self.segments = 0
+        #: Where in the client stream the next unit starts (after a CONNECT head).
+        self.offset = 0
+        #: None (undecided), "tls", "http", "dns"
+        self.mode: str | None = None
+        self.dns_bufs: list[bytearray] = [bytearray(), bytearray()]
+        self.dns_count = 0
+
+
+class _Train:
+    """The fragments of one IP datagram seen so far."""
+
+    __slots__ = ("first_ns", "pieces", "size", "end")
+
+    def __init__(self, first_ns: int) -> None:
+        self.first_ns = first_ns
+        self.pieces: dict[int, bytes] = {}
+        self.size = 0
+        self.end: int | None = None
+
+
+class _QuicState:
+    __slots__ = ("assembler", "datagrams")
+
+    def __init__(self) -> None:
+        self.assembler = quicp.QuicInitialAssembler()
+        self.datagrams = 0
+
+
+class Dissector:
+    """Per-flow dissection state machine over candidate packets."""
+
+    def __init__(self, emit: Emit, dns_cache: DnsCache,
+                 on_facts: Callable[[Flow], None]) -> None:
+        self.emit = emit
+        self.dns_cache = dns_cache
+        #: Called when a flow reveals something attribution uses (a name, a JA4).
+        self.on_facts = on_facts
+        self.stats = DissectStats()
+
+    def _found(self, flow: Flow, kind: str, name: str | None, t: int, frame: int) -> None:
+        if name:
+            flow.ext.setdefault("names", {})[kind] = name
+        flow.ext["fact_at"] = (t, frame)
+        self.on_facts(flow)
+
+    # -- candidate selection (vectorised) --------------------------------------------
+    def process(self, batch: Batch, cols: Columns, assign: Assignment) -> None:
+        flows = assign.flows
+        if not flows:
+            return
+        inspect = np.fromiter((f.inspect for f in flows), dtype=np.bool_, count=len(flows))
+        if not inspect.any():
+            return
+        group = assign.group
+        valid = group >= 0
+        wanted = valid & inspect[np.where(valid, group, 0)]
+        tcp = cols.proto == Proto.TCP
+        dns_port = np.isin(cols.sport, tuple(DNS_PORTS)) | np.isin(cols.dport, tuple(DNS_PORTS))
+        syn = tcp & ((cols.tcpflags & (TCP_SYN | TCP_ACK)) == TCP_SYN)
+        data = cols.paylen > 0
+        whole = cols.frag == 0
+        cand = wanted & whole & ((data & (assign.to_server | dns_port)) | syn)
+        # IP fragments of UDP flows are reassembled (DNS answers with many records and
+        # DNSSEC exceed the path MTU); fragments of TCP are left alone.
+        cand |= wanted & ~whole & (cols.proto == Proto.UDP)
+        idx = np.flatnonzero(cand)
+        if idx.shape[0] == 0:
+            return
+        buf = memoryview(batch.buffer)
+        first_frame = batch.first_frame
+        ts = batch.ts_ns
+        for i, g, off, n, to_srv, seq, flags, pidx, proto, sport, dport in zip(
+                idx.tolist(), group[idx].tolist(), cols.payoff[idx].tolist(),
+                cols.paylen[idx].tolist(), assign.to_server[idx].tolist(),
+                cols.seq[idx].tolist(), cols.tcpflags[idx].tolist(),
+                cols.index[idx].tolist(), cols.proto[idx].tolist(),
+                cols.sport[idx].tolist(), cols.dport[idx].tolist(), strict=True):
+            flow = flows[g]
+            if not flow.inspect:
+                continue  # a previous packet of this batch settled the flow
+            payload = buf[off:off + n]
+            frame = first_frame + pidx
+            t = int(ts[pidx])
+            fragment = int(cols.frag[i])
+            if fragment:
+                datagram = self._reassemble(flow, cols, i, buf, t)
+                if datagram is None:
+                    continue
+                payload = memoryview(datagram)[UDP_HEADER:]
+                sport, dport = flow.src_port, flow.dest_port
+                to_srv = int.from_bytes(datagram[0:2], "big") == flow.src_port and \
+                    int.from_bytes(datagram[2:4], "big") == flow.dest_port
+            if proto == Proto.TCP:
+                self._tcp(flow, payload, to_srv, seq, flags, frame, t,
+                          sport in DNS_PORTS or dport in DNS_PORTS)
+            elif proto == Proto.UDP:
+                if sport in DNS_PORTS or dport in DNS_PORTS:
+                    self._dns(flow, payload, to_srv, frame, t)
+                elif to_srv:
+                    self._udp_client(flow, payload, frame, t)
+                else:
+                    flow.inspect = False
+            else:
+                flow.inspect = False
+
+    # -- IP fragments --------------------------------------------------------------
+    def _reassemble(self, flow: Flow, cols: Columns, i: int, buf: memoryview,
+                    t: int) -> bytes | None:
+        """Collect the fragments of one UDP datagram; the whole datagram once complete."""
+        trains: dict[int, _Train] = flow.ext.setdefault("frags", {})
+        ipid = int(cols.ipid[i])
+        train = trains.get(ipid)
+        if train is None:
+            if len(trains) >= MAX_FRAGMENT_TRAINS_PER_FLOW:
+                oldest = min(trains, key=lambda k: trains[k].first_ns)
+                del trains[oldest]
+                self.stats.error("ip", _Overflow("fragment trains per flow"))
+            train = trains[ipid] = _Train(t)
+        if cols.frag[i] == 1:
+            # The first fragment's data starts with the UDP header.
+            start = int(cols.payoff[i]) - UDP_HEADER
+            length = int(cols.paylen[i]) + UDP_HEADER
+        else:
+            start, length = int(cols.payoff[i]), int(cols.paylen[i])
+        offset = int(cols.fragoff[i])
+        if offset + length > MAX_DATAGRAM or train.size + length > 2 * MAX_DATAGRAM:
+            del trains[ipid]
+            self.stats.error("ip", _Overflow("fragmented datagram too large"))
+            return None
+        train.pieces.setdefault(offset, bytes(buf[start:start + length]))
+        train.size += length
+        if not cols.more[i]:
+            train.end = offset + length
+        if train.end is None:
+            return None
+        data = bytearray()
+        for off in sorted(train.pieces):
+            piece = train.pieces[off]
+            if off > len(data):
+                return None  # a hole: wait for the missing fragment
+            data += piece[len(data) - off:]
+        if len(data) < train.end:
+            return None
+        del trains[ipid]
+        return bytes(data[:train.end])
+
+    # -- TCP -----------------------------------------------------------------------
+    def _tcp(self, flow: Flow, payload: memoryview, to_server: bool, seq: int, flags: int,
+             frame: int, t: int, dns: bool) -> None:
+        st: _TcpState | None = flow.ext.get("tcp")
+        if st is None:
+            st = flow.ext["tcp"] = _TcpState()
+            if dns:
+                st.mode = "dns"
+        if st.mode == "dns":
+            self._dns_tcp(flow, st, payload, to_server, frame, t)
+            return
+        if not to_server:
+            return
+        if flags & TCP_SYN:
+            st.prefix.set_isn(seq)
+            if not payload:
+                return
+            seq += 1
+        st.segments += 1
+        st.prefix.add(seq, payload)
+        stream = st.prefix.contiguous()
+        self._client_stream(flow, st, stream, frame, t)
+        if flow.inspect and (st.segments >= MAX_TCP_SEGMENTS or st.prefix.complete):
+            flow.inspect = False
+            self.stats.gave_up += 1
+
+    def _client_stream(self, flow: Flow, st: _TcpState, stream: bytes, frame: int,
+                       t: int) -> None:
+        data = stream[st.offset:]
+        if not data:
+            return
+        if st.mode is None:
+            if data[0] == tlsp.ContentType.HANDSHAKE:
+                st.mode = "tls"
+            elif data[0] in _HTTP_METHOD_START:
+                st.mode = "http"
+            else:
+                flow.inspect = False
+                return
+        if st.mode == "http":
+            try:
+                head = httpp.maybe_read_request_head(data)
+            except ParseError as exc:
+                self.stats.error("http", exc)
+                flow.inspect = False
+                return
+            if head is None:
+                return
+            self.stats.http_requests += 1
+            self._emit_http(flow, head, frame, t)
+            if head.method.upper() == "CONNECT" and head.connect_host:
+                flow.ext["app_proto"] = "http"
+                self._found(flow, "connect", head.connect_host, t, frame)
+                # The client speaks TLS through the tunnel once the proxy answers.
+                st.offset += head.head_length
+                st.mode = None
+                self._client_stream(flow, st, stream, frame, t)
+                return
+            flow.ext.setdefault("app_proto", "http")
+            if head.host:
+                self._found(flow, "http", head.host, t, frame)
+            flow.inspect = False
+            return
+        if st.mode == "tls":
+            try:
+                found = tlsp.maybe_read_client_hello_bytes(data)
+                if found is None:
+                    return
+                ch = tlsp.parse_client_hello(found[0])
+            except ParseError as exc:
+                self.stats.error("tls", exc)
+                flow.inspect = False
+                return
+            self.stats.tls_client_hellos += 1
+            flow.inspect = False
+            ja4 = tlsp.ja4(ch, "t")
+            flow.ext["ja4"] = ja4
+            rec = flow_header(flow, "tls", t)
+            rec["pcap_cnt"] = frame
+            tls: dict[str, Any] = {}
+            if ch.sni:
+                tls["sni"] = ch.sni
+            tls["version"] = _tls_version(ch)
+            tls["ja3"] = {"hash": ch.ja3_hash, "string": ch.ja3}
+            tls["ja4"] = ja4
+            if ch.alpn:
+                tls["client_alpns"] = list(ch.alpn)
+            if ch.ech:
+                tls["ech"] = True
+            rec["tls"] = tls
+            flow.ext["app_proto"] = "tls"
+            self._found(flow, "sni", ch.sni, t, frame)
+            self.emit(_with_attr(rec, flow))
+
+    def _emit_http(self, flow: Flow, head: httpp.HttpRequestHead, frame: int, t: int) -> None:
+        rec = flow_header(flow, "http", t)
+        rec["pcap_cnt"] = frame
+        http: dict[str, Any] = {}
+        host = head.connect_host if head.connect_host else head.host
+        if host:
+            http["hostname"] = host
+        port = head.connect_port if head.connect_host else head.port
+        if port:
+            http["http_port"] = port
+        http["url"] = head.target
+        http["http_method"] = head.method
+        http["protocol"] = head.version
+        if head.user_agent:
+            http["http_user_agent"] = head.user_agent
+        rec["http"] = http
+        self.emit(rec)
+
+    # -- UDP -----------------------------------------------------------------------
+    def _udp_client(self, flow: Flow, payload: memoryview, frame: int, t: int) -> None:
+        st: _QuicState | None = flow.ext.get("quic")
+        if st is None:
+            if len(payload) < 7:
+                flow.inspect = False
+                return
+            if (payload[0] & 0xC0) != 0xC0:
+                # Not an IETF QUIC long header (RFC 9000 §17.2); Google QUIC's public
+                # header sends its client hello in the clear.
+                self._gquic(flow, payload, frame, t, None)
+                return
+            version = int.from_bytes(payload[1:5], "big")
+            if version not in quicp.SUPPORTED_VERSIONS and (version >> 8) != 0xFF0000:
+                # Any UDP protocol can start with two high bits set (NetBIOS, games...):
+                # only a known QUIC version makes it a QUIC flow.
+                flow.inspect = False
+                return
+            st = flow.ext["quic"] = _QuicState()
+        st.datagrams += 1
+        try:
+            hello = st.assembler.feed(payload)
+        except quicp.UnsupportedVersion as exc:
+            self._gquic(flow, payload, frame, t, exc)
+            return
+        except ParseError as exc:
+            self.stats.error("quic", exc)
+            flow.inspect = False
+            return
+        if hello is None:
+            if st.datagrams >= MAX_QUIC_DATAGRAMS:
+                flow.inspect = False
+                self.stats.gave_up += 1
+            return
+        flow.inspect = False
+        self.stats.quic_client_hellos += 1
+        ch = hello.client_hello
+        ja4 = tlsp.ja4(ch, "q")
+        flow.ext["ja4"] = ja4
+        rec = flow_header(flow, "quic", t)
+        rec["pcap_cnt"] = frame
+        quic: dict[str, Any] = {"version": _quic_version(hello.version)}
+        if ch.sni:
+            quic["sni"] = ch.sni
+        quic["ja3"] = {"hash": ch.ja3_hash, "string": ch.ja3}
+        quic["ja4"] = ja4
+        if ch.alpn:
+            quic["client_alpns"] = list(ch.alpn)
+        rec["quic"] = quic
+        flow.ext["app_proto"] = "quic"
+        self._found(flow, "quic", ch.sni, t, frame)
+        self.emit(_with_attr(rec, flow))
+
+    def _gquic(self, flow: Flow, payload: memoryview, frame: int, t: int,
+               first_error: ParseError | None) -> None:
+        """Google QUIC (Q0xx) carries its client hello in the clear."""
+        flow.inspect = False
+        try:
+            chlo = quicp.parse_gquic_client_hello(payload)
+        except ParseError as exc:
+            # Not QUIC of any kind is the common case for other UDP: count only what
+            # claimed to be QUIC.
+            if first_error is not None:
+                self.stats.error("quic", first_error)
+            del exc
+            return
+        self.stats.quic_client_hellos += 1
+        rec = flow_header(flow, "quic", t)
+        rec["pcap_cnt"] = frame
+        quic: dict[str, Any] = {"version": chlo.version}
+        if chlo.sni:
+            quic["sni"] = chlo.sni
+        if chlo.user_agent:
+            quic["ua"] = chlo.user_agent
+        rec["quic"] = quic
+        flow.ext["app_proto"] = "quic"
+        self._found(flow, "quic", chlo.sni, t, frame)
+        self.emit(_with_attr(rec, flow))
+
+    # -- DNS -----------------------------------------------------------------------
+    def _dns(self, flow: Flow, payload: memoryview, to_server: bool, frame: int,
+             t: int) -> None:
+        try:
+            msg = dnsp.parse_dns_message(payload)
+        except ParseError as exc:
+            self.stats.error("dns", exc)
+            return
+        self._dns_message(flow, msg, to_server, frame, t)
+
+    def _dns_tcp(self, flow: Flow, st: _TcpState, payload: memoryview, to_server: bool,
+                 frame: int, t: int) -> None:
+        buf = st.dns_bufs[0 if to_server else 1]
+        if len(buf) + len(payload) > MAX_DNS_TCP_BUFFER:
+            self.stats.error("dns", _Overflow("DNS over TCP message larger than the buffer"))
+            flow.inspect = False
+            return
+        # Segments are taken in capture order; DNS over TCP is a short exchange where
+        # reordering is rare, and a lost segment only costs the messages it cut.
+        buf += payload
+        messages, used = dnsp.maybe_read_tcp_messages(buf)
+        del buf[:used]
+        for wire in messages:
+            st.dns_count += 1
+            try:
+                msg = dnsp.parse_dns_message(wire)
+            except ParseError as exc:
+                self.stats.error("dns", exc)
+                continue
+            self._dns_message(flow, msg, to_server, frame, t)
+        if st.dns_count >= MAX_DNS_MESSAGES_PER_FLOW:
+            flow.inspect = False
+
+    def _dns_message(self, flow: Flow, msg: dnsp.DnsMessage, to_server: bool, frame: int,
+                     t: int) -> None:
+        self.stats.dns_messages += 1
+        flow.ext["app_proto"] = "dns"
+        if msg.is_response and not to_server:
+            client = flow.src_addr
+            for ra in dnsp.answer_addresses(msg):
+                try:
+                    addr = _packed(ra.address)
+                except ValueError:
+                    continue
+                self.dns_cache.add(client, addr, ra.qname, ra.chain, ra.ttl, t)
+        for obj in dnsp.eve_dns_records(msg):
+            rec = flow_header(flow, "dns", t)
+            rec["pcap_cnt"] = frame
+            rec["dns"] = obj
+            self.emit(rec)
+
+
+class _Overflow(ParseError):
+    """A stream buffer's cap was hit."""
+
+    reason = "limit"
+
+
+def _packed(text: str) -> bytes:
+    import ipaddress
+
+    return ipaddress.ip_address(text).packed
+
+
+_TLS_VERSIONS: Final = {0x0304: "TLS 1.3", 0x0303: "TLS 1.2", 0x0302: "TLS 1.1",
+                        0x0301: "TLS 1.0", 0x0300: "SSLv3"}
+
+
+def _tls_version(ch: tlsp.ClientHello) -> str:
+    """The highest version the client offers (the server's choice is not seen here)."""
+    offered = [v for v in ch.versions if not tlsp.is_grease(v)] or [ch.legacy_version]
+    best = max(offered)
+    return _TLS_VERSIONS.get(best, f"0x{best:04x}")
+
+
+def _quic_version(version: int) -> str:
+    return {1: "1", 0x6B3343CF: "2"}.get(version, f"{version:08x}")
+
+
+def _with_attr(rec: dict[str, Any], flow: Flow) -> dict[str, Any]:
+    attr = flow.ext.get("eve_avmon")
+    if attr:
+        rec["avmon"] = attr
+    return rec
