@@ -14,14 +14,24 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from geo import GeoDatabases, GeoError, format_geo_lines
 from monitor.capture.files import CaptureReader
+from monitor.config import Config, load_config
 from monitor.errors import CaptureError, ConfigError
 from monitor.eve import EveWriter
 from monitor.pipeline import Pipeline
+from signatures import (
+    SignatureError,
+    SignatureSet,
+    format_match_lines,
+    format_vendor_table,
+    load_signature_set,
+)
 
 __all__ = ["main"]
 
 DEMO_CAPTURE = Path(__file__).parent / "data" / "demo.pcap"
+DEMO_CONFIG = Path(__file__).parent / "data" / "demo.toml"
 
 
 class _Progress:
@@ -80,18 +90,39 @@ def _summary(out: TextIO, reader: CaptureReader, pipe: Pipeline, wall: float,
 
 def cmd_replay(args: argparse.Namespace) -> int:
     paths = args.captures or [str(DEMO_CAPTURE)]
-    return _replay(paths, args.eve, args.quiet)
+    config = load_config(args.config)
+    return _replay(paths, config, args.eve, args.quiet,
+                   evidence=Path(args.evidence) if args.evidence else None)
 
 
-def _replay(paths: Sequence[str], eve_target: str | None, quiet: bool,
+def _open_geo(config: Config) -> GeoDatabases:
+    g = config.geo
+    try:
+        return GeoDatabases(country_db=g.country_db, registration_db=g.registration_db,
+                            asn_db=g.asn_db, registry=g.registry)
+    except GeoError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _open_signatures(config: Config) -> SignatureSet:
+    try:
+        return load_signature_set(config.signatures)
+    except SignatureError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _replay(paths: Sequence[str], config: Config, eve_target: str | None, quiet: bool,
             listeners: Sequence[Callable[[dict[str, Any]], None]] = (),
-            summary_out: TextIO | None = None) -> int:
+            summary_out: TextIO | None = None, evidence: Path | None = None) -> int:
     def warn(msg: str) -> None:
         print(f"avmon: warning: {msg}", file=sys.stderr)
 
+    signatures = _open_signatures(config)
+    geo = _open_geo(config)
     reader = CaptureReader(paths, warn=warn)
     eve = EveWriter(eve_target)
-    pipe = Pipeline(eve=eve, listeners=listeners)
+    pipe = Pipeline(config, eve=eve, listeners=listeners, signatures=signatures, geo=geo,
+                    evidence_dir=evidence)
     progress = _Progress(reader, enabled=not quiet and sys.stderr.isatty())
     t0 = time.perf_counter()
     try:
@@ -111,23 +142,101 @@ def _replay(paths: Sequence[str], eve_target: str | None, quiet: bool,
     return 0
 
 
+def format_alert(rec: dict[str, Any]) -> list[str]:
+    """Two lines a person can read for one EVE alert record."""
+    av = rec["avmon"]
+    flagged = ", ".join(f"{f['code']} ({f['basis']})" for f in av["flagged"])
+    port = f":{rec['dest_port']}" if "dest_port" in rec else ""
+    ind = av.get("indicator", {})
+    first = (f"{av['severity'].upper():<8} {rec['timestamp']}  {av['segment']} "
+             f"[{av['classification']}] {rec['src_ip']} -> {rec['dest_ip']}{port} "
+             f"{rec['proto']}")
+    second = (f"         {av.get('vendor_name', '?')} {av.get('purpose', '')} "
+              f"{av.get('server_name', '')} (by {ind.get('type', '?')}); flagged: {flagged}; "
+              f"rule {av['rule']}; frame {rec['pcap_cnt']}; {rec['community_id']}")
+    if "escalation" in av:
+        esc = av["escalation"]
+        second += (f"; {esc['bytes_toserver']:,} bytes sent "
+                   f"(threshold {esc['threshold_bytes']:,})")
+    return [first, second]
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Replay the bundled demo capture and print what it shows."""
+    """Replay the bundled demo capture with the demo configuration; print the alerts."""
     records: list[dict[str, Any]] = []
-    rc = _replay([str(DEMO_CAPTURE)], args.eve, quiet=False, listeners=[records.append],
-                 summary_out=sys.stdout)
-    print()
-    flow_recs = [r for r in records if r["event_type"] == "flow"]
-    flow_recs.sort(key=lambda r: -(r["flow"]["bytes_toserver"] + r["flow"]["bytes_toclient"]))
-    print(f"{'client':<22} {'server':<24} {'proto':<5} {'pkts >':>6} {'bytes >':>9} "
-          f"{'pkts <':>6} {'bytes <':>9}")
-    for r in flow_recs[: args.top]:
-        f = r["flow"]
-        client = f"{r['src_ip']}:{r.get('src_port', '')}"
-        server = f"{r['dest_ip']}:{r.get('dest_port', '')}"
-        print(f"{client:<22} {server:<24} {r['proto']:<5} {f['pkts_toserver']:>6} "
-              f"{f['bytes_toserver']:>9,} {f['pkts_toclient']:>6} {f['bytes_toclient']:>9,}")
+    config = load_config(DEMO_CONFIG)
+    rc = _replay([str(DEMO_CAPTURE)], config, args.eve, quiet=False,
+                 listeners=[records.append], summary_out=sys.stdout,
+                 evidence=Path(args.evidence) if args.evidence else None)
+    alerts = [r for r in records if r["event_type"] == "alert"]
+    print(f"\n{len(alerts)} alert(s) (config: {DEMO_CONFIG.name}):")
+    for rec in alerts:
+        print("\n".join(format_alert(rec)))
     return rc
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Validate configuration, segments, rules, signatures and geo data."""
+    import datetime as dt
+
+    from monitor.policy import SegmentMap
+
+    config = load_config(args.config)
+    where = str(config.path) if config.path else "built-in defaults"
+    sigs = _open_signatures(config)
+    geo = _open_geo(config)
+    print(f"config: {where}")
+    print(f"segments: {len(config.segments)}")
+    for seg in config.segments:
+        print(f"  {seg.name}: {seg.classification}, {', '.join(map(str, seg.cidrs))}")
+    for inner, cidr, outer, ocidr in SegmentMap(config.segments).overlaps():
+        print(f"  overlap: {cidr} ({inner}) lies inside {ocidr} ({outer}); "
+              "the longest prefix wins")
+    pol = config.policy
+    print(f"policy: flagged {', '.join(pol.flagged_jurisdictions)}; bases "
+          f"{', '.join(pol.bases)}; {len(pol.rules)} rule(s)")
+    for rule in pol.rules:
+        print(f"  {rule.id} (sid {rule.sid}): {'/'.join(rule.classifications)} -> "
+              f"{'/'.join(rule.jurisdictions)} {rule.severity}, escalates to "
+              f"{rule.escalate_to} over {rule.upload_threshold_bytes:,} bytes")
+    today = dt.date.today()
+    expired = 0
+    for exc in pol.exceptions:
+        state = "EXPIRED, no longer applies" if exc.expired(today) else "in force"
+        expired += exc.expired(today)
+        print(f"  exception (line {exc.line}) owner {exc.owner}, expires {exc.expires}: "
+              f"{state}: {exc.reason}")
+    print(f"signatures: {len(sigs.vendors)} vendors, {sigs.pattern_count} patterns, "
+          f"version {sigs.version}")
+    for info in geo.databases():
+        built = info.build_epoch.isoformat() if hasattr(info.build_epoch, "isoformat") \
+            else str(info.build_epoch)
+        print(f"geo {info.name}: {info.path} ({info.database_type}, built {built})")
+    if expired:
+        print(f"warning: {expired} exception(s) have expired", file=sys.stderr)
+    print("ok")
+    return 0
+
+
+def cmd_geo(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    geo = _open_geo(config)
+    for line in format_geo_lines(geo, args.ips):
+        print(line)
+    return 0
+
+
+def cmd_signatures(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    sigs = _open_signatures(config)
+    lines = format_vendor_table(sigs) if args.action == "list" \
+        else format_match_lines(sigs, args.names)
+    for line in lines:
+        print(line)
+    if args.action == "match" and not args.names:
+        print("avmon: signatures match needs at least one NAME", file=sys.stderr)
+        return 2
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -143,14 +252,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eve", metavar="PATH|-", help="write EVE JSON lines to PATH (- stdout)")
     p.add_argument("--metrics-textfile", metavar="PATH",
                    help="write Prometheus metrics in node_exporter textfile format")
+    p.add_argument("--evidence", metavar="DIR",
+                   help="write a pcap and the alert JSON of every alerting flow to DIR")
     p.add_argument("-q", "--quiet", action="store_true",
                    help="no progress bar and no summary (for scripts)")
     p.set_defaults(func=cmd_replay)
 
-    p = sub.add_parser("demo", help="replay the bundled demo capture and show the result")
+    p = sub.add_parser("demo", help="replay the bundled demo capture and print its alerts")
     p.add_argument("--eve", metavar="PATH|-", help="also write EVE JSON lines to PATH")
-    p.add_argument("--top", type=int, default=15, help="flows to list (default 15)")
+    p.add_argument("--evidence", metavar="DIR", help="write evidence files to DIR")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("check", help="validate config, signatures and geo data (exit 0 or 2)")
+    p.add_argument("-c", "--config", metavar="CONFIG", help="configuration file (TOML)")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("geo", help="print every jurisdiction basis of addresses")
+    p.add_argument("ips", nargs="+", metavar="IP")
+    p.add_argument("-c", "--config", metavar="CONFIG", help="configuration file (TOML)")
+    p.set_defaults(func=cmd_geo)
+
+    p = sub.add_parser("signatures", help="list AV vendor signatures or match names")
+    p.add_argument("action", choices=("list", "match"))
+    p.add_argument("names", nargs="*", metavar="NAME")
+    p.add_argument("-c", "--config", metavar="CONFIG", help="configuration file (TOML)")
+    p.set_defaults(func=cmd_signatures)
     return parser
 
 

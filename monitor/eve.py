@@ -95,9 +95,12 @@ def flow_record(flow: Flow) -> dict[str, Any]:
             if both & bit:
                 tcp[name] = True
         rec["tcp"] = tcp
-    extra = flow.ext.get("eve_flow")
-    if extra:
-        rec.update(extra)
+    app = flow.ext.get("app_proto")
+    if app:
+        rec["app_proto"] = app
+    avmon = flow.ext.get("eve_avmon")
+    if avmon:
+        rec["avmon"] = avmon
     return rec
 
 

@@ -1,24 +1,30 @@
 """The replay/live pipeline: batches in, flows, events and alerts out.
 
-``Pipeline.process`` takes one batch from any source through decode, the flow table and
-the later stages; ``Pipeline.finish`` ends every open flow. The pipeline owns no I/O of
-its own: records go to the sinks it is given.
+``Pipeline.process`` takes one batch from any source through decode, the flow table, the
+dissectors, attribution and policy; ``Pipeline.finish`` ends every open flow. The
+pipeline owns no I/O of its own: records go to the sinks it is given.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
 
+from monitor.alerts import AlertEngine, EvidenceWriter, GeoLookup
+from monitor.attribution import Attribution, DnsCache, attribute
 from monitor.capture.batch import Batch
-from monitor.decode import Undecoded, decode_all
+from monitor.config import Config, load_config
+from monitor.decode import Proto, Undecoded, decode_all
+from monitor.dissect import DNS_PORTS, Dissector
 from monitor.eve import EveWriter, flow_record
-from monitor.flow.table import MAX_FLOWS, Flow, FlowTable, FlowTimeouts
+from monitor.flow.table import Assignment, Flow, FlowTable, FlowTimeouts
+from signatures import SignatureSet, load_signature_set
 
-__all__ = ["Pipeline", "PipelineStats"]
+__all__ = ["Pipeline", "PipelineStats", "avmon_object"]
 
 _REASONS: Final = [r for r in Undecoded if r != Undecoded.OK]
 
@@ -33,21 +39,37 @@ class PipelineStats:
     flows_ended: int = 0
     #: Packets with no L3/L4 columns, by reason label.
     undecoded: dict[str, int] = field(default_factory=lambda: {r.label: 0 for r in _REASONS})
+    #: Flows attributed to an AV vendor, by vendor id.
+    av_flows: dict[str, int] = field(default_factory=dict)
 
 
 class Pipeline:
     """Source-agnostic processing of batches."""
 
-    def __init__(self, *, eve: EveWriter | None = None,
+    def __init__(self, config: Config | None = None, *, eve: EveWriter | None = None,
+                 listeners: Sequence[Callable[[dict[str, Any]], None]] = (),
+                 signatures: SignatureSet | None = None, geo: GeoLookup | None = None,
+                 evidence_dir: Path | None = None, dns_cache: DnsCache | None = None,
                  timeouts: FlowTimeouts | None = None, max_flows: int | None = None,
-                 community_id_seed: int = 0,
-                 listeners: Sequence[Callable[[dict[str, Any]], None]] = ()) -> None:
+                 community_id_seed: int | None = None) -> None:
+        self.config = config if config is not None else load_config(None)
+        cfg = self.config
         self.eve = eve or EveWriter(None)
         #: Called with every record written (besides the EVE file), e.g. by `avmon demo`.
         self.listeners = tuple(listeners)
-        self.table = FlowTable(timeouts=timeouts, on_expire=self._flow_ended,
-                               max_flows=MAX_FLOWS if max_flows is None else max_flows,
-                               community_id_seed=community_id_seed)
+        self.signatures = signatures if signatures is not None \
+            else load_signature_set(cfg.signatures)
+        self.dns_cache = dns_cache if dns_cache is not None else DnsCache()
+        self._new_flows: list[Flow] = []
+        self.table = FlowTable(
+            timeouts=timeouts or cfg.timeouts, on_expire=self._flow_ended,
+            on_new=self._new_flows.append,
+            max_flows=cfg.max_flows if max_flows is None else max_flows,
+            community_id_seed=cfg.community_id_seed if community_id_seed is None
+            else community_id_seed)
+        self.dissector = Dissector(self.emit, self.dns_cache, self.on_facts)
+        self.evidence = EvidenceWriter(evidence_dir) if evidence_dir is not None else None
+        self.alerts = AlertEngine(cfg, self.emit, geo, self.evidence)
         self.stats = PipelineStats()
 
     def process(self, batch: Batch) -> None:
@@ -64,10 +86,26 @@ class Pipeline:
         reasons = np.bincount(layers[0].reason, minlength=len(Undecoded))
         for r in _REASONS:
             st.undecoded[r.label] += int(reasons[r])
+        assigned: list[tuple[np.ndarray[Any, Any], Assignment]] = []
         for cols in layers:
             if cols.depth:
                 st.tunnelled_packets += len(cols)
-            self.table.update(cols, batch.ts_ns, batch.wirelens, batch.first_frame)
+            assign = self.table.update(cols, batch.ts_ns, batch.wirelens, batch.first_frame)
+            self.dissector.process(batch, cols, assign)
+            assigned.append((cols.index, assign))
+        # Flows that carried no name of their own in this batch may be named by DNS
+        # (answers earlier in this batch included: the cache checks answer times).
+        for flow in self._new_flows:
+            if self.evidence is not None and self.alerts.segments.lookup(flow.src_addr):
+                self.evidence.track(flow)
+            if "attr" not in flow.ext and flow.proto in (Proto.TCP, Proto.UDP) \
+                    and flow.dest_port not in DNS_PORTS:
+                self.on_facts(flow)
+        self._new_flows.clear()
+        if self.evidence is not None:
+            for index, assign in assigned:
+                self.evidence.process(batch, index, assign)
+        self.alerts.after_batch(int(batch.ts_ns[-1]), batch.first_frame + n - 1)
         self.table.expire()
         self.eve.flush()
 
@@ -76,11 +114,56 @@ class Pipeline:
         for listener in self.listeners:
             listener(record)
 
+    def on_facts(self, flow: Flow) -> None:
+        """(Re)attribute ``flow`` after it revealed a name or fingerprint; then policy."""
+        dns_name = self.dns_cache.lookup(flow.src_addr, flow.dest_addr, flow.first_ns)
+        attr = attribute(self.signatures, flow.ext.get("names", {}), dns_name, flow.dest_ip,
+                         flow.ext.get("ja4"))
+        if attr.indicator is None:
+            return
+        before: Attribution | None = flow.ext.get("attr")
+        flow.ext["attr"] = attr
+        flow.ext["eve_avmon"] = avmon_object(attr)
+        if attr.vendor is not None and (before is None or before.vendor is None):
+            vid = attr.vendor.vendor_id
+            self.stats.av_flows[vid] = self.stats.av_flows.get(vid, 0) + 1
+        ts, frame = flow.ext.get("fact_at", (flow.first_ns, flow.first_frame))
+        self.alerts.check(flow, attr, ts, frame)
+
     def _flow_ended(self, flow: Flow) -> None:
         self.stats.flows_ended += 1
-        self.emit(flow_record(flow))
+        self.alerts.flow_ended(flow)
+        rec = flow_record(flow)
+        seg, cls = self.alerts.segment_of(flow)
+        if "avmon" in rec or seg != "unclassified":
+            avmon = dict(rec.get("avmon", {}))
+            avmon["segment"] = seg
+            avmon["classification"] = cls
+            rec["avmon"] = avmon
+        self.emit(rec)
 
     def finish(self) -> None:
         """End of input: write out every open flow."""
         self.table.flush()
         self.eve.flush()
+
+
+def avmon_object(attr: Attribution) -> dict[str, Any]:
+    """The ``avmon`` object of EVE records about an attributed flow."""
+    obj: dict[str, Any] = {}
+    if attr.server_name:
+        obj["server_name"] = attr.server_name
+    if attr.indicator is not None:
+        obj["indicator"] = {"type": attr.indicator.type, "value": attr.indicator.value}
+    v = attr.vendor
+    if v is not None:
+        obj["vendor"] = v.vendor_id
+        obj["vendor_name"] = v.vendor_name
+        obj["purpose"] = v.purpose
+        obj["signature_id"] = v.signature_id
+        obj["signature_rev"] = v.rev
+        obj["match"] = {"basis": v.basis, "pattern": v.pattern, "confidence": v.confidence}
+        obj["jurisdictions"] = [{"code": v.jurisdiction, "basis": "vendor"}]
+    if attr.other_names:
+        obj["other_names"] = list(attr.other_names)
+    return obj
