@@ -81,6 +81,9 @@ class AlertEngine:
         self.segments = SegmentMap(config.segments)
         self.today = today
         self.stats = AlertStats()
+        #: The batch layer being processed (batch, packet index, assignment), so alert
+        #: counters can be given as of the alerting frame, not the end of the batch.
+        self.context: tuple[Batch, np.ndarray[Any, Any], Assignment] | None = None
         #: Flows alerted by a rule with an upload threshold, not yet escalated.
         self._watch: dict[int, tuple[Flow, Verdict, dict[str, Any]]] = {}
 
@@ -100,6 +103,11 @@ class AlertEngine:
         if geo is not None:
             facts.extend(JurisdictionFact(j.code, j.basis, getattr(j, "source", ""))
                          for j in geo.jurisdictions)
+        flow.ext["jurisdictions"] = [_fact(f) for f in facts]
+        if geo is not None:
+            flow.ext["geo"] = {"country": geo.country,
+                               "registered_country": geo.registered_country,
+                               "asn": geo.asn, "as_org": geo.as_org}
         vendor_id = attr.vendor.vendor_id if attr.vendor else None
         verdicts, allowed = evaluate(self.config.policy, segment, vendor_id, attr.server_name,
                                      tuple(facts), self.today())
@@ -116,19 +124,36 @@ class AlertEngine:
             self._raise(flow, verdict, verdict.rule.severity, detail, ts_ns, frame,
                         escalation=False)
             if verdict.rule.upload_threshold_bytes:
-                if flow.bytes_toserver >= verdict.rule.upload_threshold_bytes:
-                    self._escalate(flow, verdict, detail, ts_ns, frame)
-                else:
-                    self._watch[id(flow)] = (flow, verdict, detail)
+                self._watch[id(flow)] = (flow, verdict, detail)
 
-    def after_batch(self, ts_ns: int, frame: int) -> None:
-        """Escalate watched flows whose upload crossed their rule's threshold."""
+    def after_batch(self, batch: Batch,
+                    assigned: list[tuple[np.ndarray[Any, Any], Assignment]]) -> None:
+        """Escalate watched flows whose upload crossed their rule's threshold in this
+        batch, stamped with the packet that crossed it."""
         if not self._watch:
             return
-        for key, (flow, verdict, detail) in list(self._watch.items()):
-            if flow.bytes_toserver >= verdict.rule.upload_threshold_bytes:
+        due = {k: w for k, w in self._watch.items()
+               if w[0].bytes_toserver >= w[1].rule.upload_threshold_bytes}
+        if not due:
+            return
+        for index, assign in assigned:
+            where = {id(f): gi for gi, f in enumerate(assign.flows) if id(f) in due}
+            for key, gi in where.items():
+                flow, verdict, detail = due.pop(key)
                 del self._watch[key]
-                self._escalate(flow, verdict, detail, min(ts_ns, flow.last_ns), frame)
+                sel = np.flatnonzero((assign.group == gi) & assign.to_server)
+                pkt = index[sel]
+                sent = np.cumsum(batch.wirelens[pkt])
+                before = flow.bytes_toserver - int(sent[-1]) if sent.shape[0] else 0
+                crossing = np.searchsorted(sent, verdict.rule.upload_threshold_bytes - before)
+                j = int(pkt[min(int(crossing), pkt.shape[0] - 1)]) if pkt.shape[0] else 0
+                self.context = (batch, index, assign)
+                self._escalate(flow, verdict, detail, int(batch.ts_ns[j]),
+                               batch.first_frame + j)
+                self.context = None
+        for key, (flow, verdict, detail) in due.items():  # crossed in an earlier layer
+            del self._watch[key]
+            self._escalate(flow, verdict, detail, flow.last_ns, flow.first_frame)
 
     def flow_ended(self, flow: Flow) -> None:
         watched = self._watch.pop(id(flow), None)
@@ -143,9 +168,30 @@ class AlertEngine:
         detail = dict(detail)
         detail["escalation"] = {"reason": "upload_threshold",
                                 "threshold_bytes": verdict.rule.upload_threshold_bytes,
-                                "bytes_toserver": flow.bytes_toserver}
+                                "bytes_toserver": self.counts_at(flow, frame)[2]}
         self._raise(flow, verdict, verdict.rule.escalate_to, detail, ts_ns, frame,
                     escalation=True)
+
+    def counts_at(self, flow: Flow, frame: int) -> tuple[int, int, int, int]:
+        """The flow's counters (packets/bytes to server/client) up to and including
+        ``frame``: the flow table has already counted the whole batch."""
+        pts, ptc = flow.pkts_toserver, flow.pkts_toclient
+        bts, btc = flow.bytes_toserver, flow.bytes_toclient
+        if self.context is None:
+            return pts, ptc, bts, btc
+        batch, index, assign = self.context
+        gi = next((i for i, f in enumerate(assign.flows) if f is flow), None)
+        if gi is None:
+            return pts, ptc, bts, btc
+        sel = np.flatnonzero(assign.group == gi)
+        later = index[sel] > frame - batch.first_frame
+        if not later.any():
+            return pts, ptc, bts, btc
+        up = assign.to_server[sel] & later
+        down = ~assign.to_server[sel] & later
+        wl = batch.wirelens[index[sel]]
+        return (pts - int(up.sum()), ptc - int(down.sum()), bts - int(wl[up].sum()),
+                btc - int(wl[down].sum()))
 
     def _detail(self, flow: Flow, attr: Attribution, segment: str, classification: str,
                 facts: list[JurisdictionFact], verdict: Verdict,
@@ -193,10 +239,9 @@ class AlertEngine:
             "category": CATEGORY,
             "severity": SEVERITIES.index(severity) + 1,
         }
-        rec["flow"] = {"pkts_toserver": flow.pkts_toserver, "pkts_toclient": flow.pkts_toclient,
-                       "bytes_toserver": flow.bytes_toserver,
-                       "bytes_toclient": flow.bytes_toclient,
-                       "start": _iso(flow.first_ns)}
+        pts, ptc, bts, btc = self.counts_at(flow, frame)
+        rec["flow"] = {"pkts_toserver": pts, "pkts_toclient": ptc, "bytes_toserver": bts,
+                       "bytes_toclient": btc, "start": _iso(flow.first_ns)}
         rec["avmon"] = dict(detail, severity=severity)
         flow.ext["alerted"] = True
         key = (severity, rule.id, detail["segment"])

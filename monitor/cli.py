@@ -168,7 +168,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     rc = _replay([str(DEMO_CAPTURE)], config, args.eve, quiet=False,
                  listeners=[records.append], summary_out=sys.stdout,
                  evidence=Path(args.evidence) if args.evidence else None)
-    alerts = [r for r in records if r["event_type"] == "alert"]
+    alerts = sorted((r for r in records if r["event_type"] == "alert"),
+                    key=lambda r: (r["timestamp"], r["pcap_cnt"]))
     print(f"\n{len(alerts)} alert(s) (config: {DEMO_CONFIG.name}):")
     for rec in alerts:
         print("\n".join(format_alert(rec)))

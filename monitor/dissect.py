@@ -110,10 +110,21 @@ class _QuicState:
 class Dissector:
     """Per-flow dissection state machine over candidate packets."""
 
-    def __init__(self, emit: Emit, dns_cache: DnsCache,
-                 on_facts: Callable[[Flow], None]) -> None:
+    def __init__(self, emit: Emit, dns_cache: DnsCache, on_facts: Callable[[Flow], None],
+                 name_info: Callable[[str], dict[str, Any] | None] = lambda name: None,
+                 on_new_flow: Callable[[Flow], None] = lambda flow: None,
+                 on_settled: Callable[[Flow, int, int], None] = lambda flow, t, frame: None,
+                 ) -> None:
         self.emit = emit
+        #: Called with (flow, time, frame) when a flow stops being inspected: what it
+        #: carries is known, so policy can judge it once, on its best indicator.
+        self.on_settled = on_settled
+        #: Called at a flow's first packet, in packet order with the other candidates, so
+        #: that DNS answers seen before it (and only those) can name it.
+        self.on_new_flow = on_new_flow
         self.dns_cache = dns_cache
+        #: The vendor facts of a DNS name (for the ``avmon`` object of dns records).
+        self.name_info = name_info
         #: Called when a flow reveals something attribution uses (a name, a JA4).
         self.on_facts = on_facts
         self.stats = DissectStats()
@@ -130,11 +141,14 @@ class Dissector:
         if not flows:
             return
         inspect = np.fromiter((f.inspect for f in flows), dtype=np.bool_, count=len(flows))
-        if not inspect.any():
-            return
+        first = np.fromiter((f.first_frame for f in flows), dtype=np.int64, count=len(flows))
         group = assign.group
         valid = group >= 0
-        wanted = valid & inspect[np.where(valid, group, 0)]
+        safe_group = np.where(valid, group, 0)
+        opens = valid & (first[safe_group] == batch.first_frame + cols.index)
+        if not inspect.any() and not opens.any():
+            return
+        wanted = valid & inspect[safe_group]
         tcp = cols.proto == Proto.TCP
         dns_port = np.isin(cols.sport, tuple(DNS_PORTS)) | np.isin(cols.dport, tuple(DNS_PORTS))
         syn = tcp & ((cols.tcpflags & (TCP_SYN | TCP_ACK)) == TCP_SYN)
@@ -144,7 +158,7 @@ class Dissector:
         # IP fragments of UDP flows are reassembled (DNS answers with many records and
         # DNSSEC exceed the path MTU); fragments of TCP are left alone.
         cand |= wanted & ~whole & (cols.proto == Proto.UDP)
-        idx = np.flatnonzero(cand)
+        idx = np.flatnonzero(cand | opens)
         if idx.shape[0] == 0:
             return
         buf = memoryview(batch.buffer)
@@ -157,10 +171,15 @@ class Dissector:
                 cols.index[idx].tolist(), cols.proto[idx].tolist(),
                 cols.sport[idx].tolist(), cols.dport[idx].tolist(), strict=True):
             flow = flows[g]
+            frame = first_frame + pidx
+            if frame == flow.first_frame and "opened" not in flow.ext:
+                flow.ext["opened"] = True
+                self.on_new_flow(flow)
+                if not cand[i]:
+                    continue
             if not flow.inspect:
                 continue  # a previous packet of this batch settled the flow
             payload = buf[off:off + n]
-            frame = first_frame + pidx
             t = int(ts[pidx])
             fragment = int(cols.frag[i])
             if fragment:
@@ -183,6 +202,8 @@ class Dissector:
                     flow.inspect = False
             else:
                 flow.inspect = False
+            if not flow.inspect:
+                self.on_settled(flow, t, frame)
 
     # -- IP fragments --------------------------------------------------------------
     def _reassemble(self, flow: Flow, cols: Columns, i: int, buf: memoryview,
@@ -465,6 +486,10 @@ class Dissector:
             rec = flow_header(flow, "dns", t)
             rec["pcap_cnt"] = frame
             rec["dns"] = obj
+            rrname = obj.get("rrname")
+            info = self.name_info(rrname) if isinstance(rrname, str) else None
+            if info is not None:
+                rec["avmon"] = info
             self.emit(rec)
 
 

@@ -67,7 +67,8 @@ class Pipeline:
             max_flows=cfg.max_flows if max_flows is None else max_flows,
             community_id_seed=cfg.community_id_seed if community_id_seed is None
             else community_id_seed)
-        self.dissector = Dissector(self.emit, self.dns_cache, self.on_facts)
+        self.dissector = Dissector(self.emit, self.dns_cache, self.on_facts, self.name_info,
+                                   self._flow_opened, self._flow_settled)
         self.evidence = EvidenceWriter(evidence_dir) if evidence_dir is not None else None
         self.alerts = AlertEngine(cfg, self.emit, geo, self.evidence)
         self.stats = PipelineStats()
@@ -91,21 +92,19 @@ class Pipeline:
             if cols.depth:
                 st.tunnelled_packets += len(cols)
             assign = self.table.update(cols, batch.ts_ns, batch.wirelens, batch.first_frame)
+            self.alerts.context = (batch, cols.index, assign)
             self.dissector.process(batch, cols, assign)
             assigned.append((cols.index, assign))
-        # Flows that carried no name of their own in this batch may be named by DNS
-        # (answers earlier in this batch included: the cache checks answer times).
-        for flow in self._new_flows:
-            if self.evidence is not None and self.alerts.segments.lookup(flow.src_addr):
-                self.evidence.track(flow)
-            if "attr" not in flow.ext and flow.proto in (Proto.TCP, Proto.UDP) \
-                    and flow.dest_port not in DNS_PORTS:
-                self.on_facts(flow)
+        self.alerts.context = None
+        if self.evidence is not None:
+            for flow in self._new_flows:
+                if self.alerts.segments.lookup(flow.src_addr):
+                    self.evidence.track(flow)
         self._new_flows.clear()
         if self.evidence is not None:
             for index, assign in assigned:
                 self.evidence.process(batch, index, assign)
-        self.alerts.after_batch(int(batch.ts_ns[-1]), batch.first_frame + n - 1)
+        self.alerts.after_batch(batch, assigned)
         self.table.expire()
         self.eve.flush()
 
@@ -113,6 +112,13 @@ class Pipeline:
         self.eve.write(record)
         for listener in self.listeners:
             listener(record)
+
+    def _flow_opened(self, flow: Flow) -> None:
+        """A flow's first packet: one that carries no name of its own may be named by the
+        DNS answers its client received before it."""
+        if flow.proto in (Proto.TCP, Proto.UDP) and flow.dest_port not in DNS_PORTS:
+            flow.ext["fact_at"] = (flow.first_ns, flow.first_frame)
+            self.on_facts(flow)
 
     def on_facts(self, flow: Flow) -> None:
         """(Re)attribute ``flow`` after it revealed a name or fingerprint; then policy."""
@@ -127,11 +133,30 @@ class Pipeline:
         if attr.vendor is not None and (before is None or before.vendor is None):
             vid = attr.vendor.vendor_id
             self.stats.av_flows[vid] = self.stats.av_flows.get(vid, 0) + 1
-        ts, frame = flow.ext.get("fact_at", (flow.first_ns, flow.first_frame))
-        self.alerts.check(flow, attr, ts, frame)
+
+    def _flow_settled(self, flow: Flow, ts_ns: int, frame: int) -> None:
+        """Policy judges a flow once its identification is complete (the ClientHello,
+        request head or Initial was read, or the flow turned out to be none of these),
+        so the alert carries the best indicator, whatever the batch boundaries."""
+        attr: Attribution | None = flow.ext.get("attr")
+        if attr is not None and "judged" not in flow.ext:
+            flow.ext["judged"] = True
+            self.alerts.check(flow, attr, ts_ns, frame)
+
+    def name_info(self, name: str) -> dict[str, Any] | None:
+        """The ``avmon`` object for a DNS name that matches a vendor signature."""
+        m = self.signatures.match_name(name)
+        if m is None:
+            return None
+        return {"vendor": m.vendor_id, "vendor_name": m.vendor_name, "purpose": m.purpose,
+                "signature_id": m.signature_id,
+                "jurisdictions": [{"code": m.jurisdiction, "basis": "vendor"}]}
 
     def _flow_ended(self, flow: Flow) -> None:
         self.stats.flows_ended += 1
+        # A flow that never settled (no payload, or a hello that never completed) is
+        # judged on what is known at its end.
+        self._flow_settled(flow, flow.last_ns, flow.first_frame)
         self.alerts.flow_ended(flow)
         rec = flow_record(flow)
         seg, cls = self.alerts.segment_of(flow)
@@ -139,6 +164,11 @@ class Pipeline:
             avmon = dict(rec.get("avmon", {}))
             avmon["segment"] = seg
             avmon["classification"] = cls
+            # A classified flow was checked against the policy: every basis found.
+            if "jurisdictions" in flow.ext:
+                avmon["jurisdictions"] = flow.ext["jurisdictions"]
+            if "geo" in flow.ext:
+                avmon["geo"] = flow.ext["geo"]
             rec["avmon"] = avmon
         self.emit(rec)
 

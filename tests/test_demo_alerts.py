@@ -107,3 +107,22 @@ def test_avmon_demo_command_prints_alerts() -> None:
     assert proc.returncode == 0, proc.stderr
     assert "CRITICAL" in proc.stdout and "secret-enclave [SECRET]" in proc.stdout
     assert "ksn-file-geo.kaspersky-labs.com" in proc.stdout
+
+
+def test_output_does_not_depend_on_batch_boundaries(tmp_path: Path) -> None:
+    """Alerts (their frame, indicator and counters) and every other record are the same
+    whether the capture is read in one batch or a few packets at a time."""
+    from monitor.capture.files import CaptureReader
+    from monitor.pipeline import Pipeline
+
+    outs = []
+    for size in (65536, 7, 1):
+        records: list[dict] = []
+        pipe = Pipeline(load_config(DATA / "demo.toml"), geo=GeoDatabases(),
+                        listeners=[records.append])
+        for batch in CaptureReader([DATA / "demo.pcap"], batch_packets=size):
+            pipe.process(batch)
+        pipe.finish()
+        outs.append(sorted(json.dumps(r, sort_keys=True) for r in records))
+    assert outs[0] == outs[1] == outs[2]
+    assert any('"event_type": "alert"' in line for line in outs[0])

@@ -523,14 +523,15 @@ class FlowTable:
         flow.reason = reason
         self.on_expire(flow)
 
-    def expire(self, now_ns: int | None = None) -> int:
+    def expire(self, now_ns: int | None = None, *, full: bool = False) -> int:
         """Write out flows idle past their timeout (and cut flows past the active
-        timeout) as of packet time ``now_ns``; returns how many ended."""
+        timeout) as of packet time ``now_ns``; returns how many ended. ``full`` scans the
+        whole table instead of stopping at the first recently touched flow."""
         now = self.now_ns if now_ns is None else now_ns
         ended: list[tuple[Flow, str]] = []
         for flow in self._flows.values():
             idle = now - flow.last_ns
-            if idle <= self._min_idle:
+            if idle <= self._min_idle and not full:
                 break  # LRU order: everything after this was touched more recently
             if flow.proto == Proto.TCP:
                 limit = self._closed if flow.closed else self._tcp_idle
@@ -562,7 +563,9 @@ class FlowTable:
         self._flows[flow.key] = cont
 
     def flush(self) -> int:
-        """End every flow (end of input or shutdown)."""
+        """End every flow (end of input or shutdown): those already past their timeout
+        as of the last packet with that reason, the rest with reason "shutdown"."""
+        self.expire(full=True)
         remaining = sorted(self._flows.values(), key=lambda f: (f.first_ns, f.first_frame))
         self._flows.clear()
         for flow in remaining:
