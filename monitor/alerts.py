@@ -46,11 +46,14 @@ Emit = Callable[[dict[str, Any]], None]
 
 
 class GeoFactsLike(Protocol):
-    country: str | None
-    registered_country: str | None
-    asn: int | None
-    as_org: str | None
-
+    @property
+    def country(self) -> str | None: ...
+    @property
+    def registered_country(self) -> str | None: ...
+    @property
+    def asn(self) -> int | None: ...
+    @property
+    def as_org(self) -> str | None: ...
     @property
     def jurisdictions(self) -> tuple[Any, ...]: ...
 
@@ -301,8 +304,8 @@ class EvidenceWriter:
                    bytes(buf[off:off + int(batch.caplens[pidx])]), int(batch.linktypes[pidx]))
         for gi in np.flatnonzero(tracked).tolist():
             flow = flows[gi]
-            ev = flow.ext.get("evidence")
-            if ev is not None and not ev.alerted and not flow.inspect:
+            kept: _Evidence | None = flow.ext.get("evidence")
+            if kept is not None and not kept.alerted and not flow.inspect:
                 del flow.ext["evidence"]
 
     def alert(self, flow: Flow, record: dict[str, Any]) -> None:

@@ -83,6 +83,9 @@ def _summary(out: TextIO, reader: CaptureReader, pipe: Pipeline, wall: float,
         lines.append(f"  IP fragments not attributed to a flow: {frag:,}")
     for path, offset, _msg in reader.damaged:
         lines.append(f"  damaged: {path} at offset {offset} (read up to the damage)")
+    av = sum(pipe.av.flows.values())
+    alerts = sum(pipe.alerts.stats.alerts.values())
+    lines.append(f"  AV flows: {av:,}; alerts: {alerts:,}")
     if eve_target:
         lines.append(f"  EVE records: {pipe.eve.records:,} -> {eve_target}")
     print("\n".join(lines), file=out)
@@ -91,8 +94,12 @@ def _summary(out: TextIO, reader: CaptureReader, pipe: Pipeline, wall: float,
 def cmd_replay(args: argparse.Namespace) -> int:
     paths = args.captures or [str(DEMO_CAPTURE)]
     config = load_config(args.config)
+    listen = parse_listen(args.metrics_listen, args.metrics_public) \
+        if args.metrics_listen else None
     return _replay(paths, config, args.eve, args.quiet,
-                   evidence=Path(args.evidence) if args.evidence else None)
+                   evidence=Path(args.evidence) if args.evidence else None,
+                   metrics_textfile=args.metrics_textfile, metrics_listen=listen,
+                   linger=args.metrics_linger)
 
 
 def _open_geo(config: Config) -> GeoDatabases:
@@ -111,9 +118,76 @@ def _open_signatures(config: Config) -> SignatureSet:
         raise ConfigError(str(exc)) from None
 
 
+def parse_listen(text: str, allow_public: bool) -> tuple[str, int]:
+    """ADDR:PORT for the metrics endpoint; loopback only unless ``allow_public``."""
+    import ipaddress
+
+    host, _, port = text.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    try:
+        addr = ipaddress.ip_address(host)
+        number = int(port)
+    except ValueError:
+        raise ConfigError(f"--metrics-listen: '{text}' is not ADDR:PORT "
+                          "(e.g. 127.0.0.1:9477)") from None
+    if not addr.is_loopback and not allow_public:
+        raise ConfigError(f"--metrics-listen: {host} is not a loopback address; metrics "
+                          "reveal what the sensor sees, so pass --metrics-public to serve "
+                          "them beyond this host")
+    if not 0 < number < 65536:
+        raise ConfigError(f"--metrics-listen: bad port '{port}'")
+    return str(addr), number
+
+
+class _Metrics:
+    """Serves and/or writes the pipeline's metrics."""
+
+    #: A long replay rewrites its textfile this often (wall-clock seconds).
+    TEXTFILE_INTERVAL = 30.0
+
+    def __init__(self, pipe: Pipeline, reader: CaptureReader, textfile: str | None,
+                 listen: tuple[str, int] | None) -> None:
+        from monitor import __version__
+        from monitor.metrics import PipelineCollector, build_registry
+
+        self.collector = PipelineCollector(pipe, source="replay", version=__version__,
+                                           damaged=lambda: len(reader.damaged),
+                                           sinks=lambda: {})
+        self.registry = build_registry(self.collector)
+        self.textfile = textfile
+        self._next = time.monotonic() + self.TEXTFILE_INTERVAL
+        self.server = None
+        if listen is not None:
+            from prometheus_client import start_http_server
+
+            try:
+                self.server, _ = start_http_server(listen[1], listen[0],
+                                                   registry=self.registry)
+            except OSError as exc:
+                raise ConfigError(f"--metrics-listen: cannot listen on "
+                                  f"{listen[0]}:{listen[1]}: {exc.strerror}") from None
+
+    def tick(self) -> None:
+        if self.textfile and time.monotonic() >= self._next:
+            self.write()
+            self._next = time.monotonic() + self.TEXTFILE_INTERVAL
+
+    def write(self) -> None:
+        if self.textfile:
+            from prometheus_client import write_to_textfile
+
+            write_to_textfile(self.textfile, self.registry)
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+
+
 def _replay(paths: Sequence[str], config: Config, eve_target: str | None, quiet: bool,
             listeners: Sequence[Callable[[dict[str, Any]], None]] = (),
-            summary_out: TextIO | None = None, evidence: Path | None = None) -> int:
+            summary_out: TextIO | None = None, evidence: Path | None = None,
+            metrics_textfile: str | None = None, metrics_listen: tuple[str, int] | None = None,
+            linger: float = 0.0) -> int:
     def warn(msg: str) -> None:
         print(f"avmon: warning: {msg}", file=sys.stderr)
 
@@ -123,17 +197,23 @@ def _replay(paths: Sequence[str], config: Config, eve_target: str | None, quiet:
     eve = EveWriter(eve_target)
     pipe = Pipeline(config, eve=eve, listeners=listeners, signatures=signatures, geo=geo,
                     evidence_dir=evidence)
+    metrics = _Metrics(pipe, reader, metrics_textfile, metrics_listen)
     progress = _Progress(reader, enabled=not quiet and sys.stderr.isatty())
     t0 = time.perf_counter()
     try:
         for batch in reader:
             pipe.process(batch)
             progress.update(pipe.stats.packets)
+            metrics.tick()
         pipe.finish()
+        metrics.write()
     finally:
         progress.close()
         eve.close()
     wall = time.perf_counter() - t0
+    if linger > 0 and metrics.server is not None:
+        time.sleep(linger)
+    metrics.close()
     if not quiet:
         _summary(summary_out or sys.stderr, reader, pipe, wall, eve_target)
     if pipe.stats.packets == 0 and reader.damaged:
@@ -252,7 +332,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--config", metavar="CONFIG", help="configuration file (TOML)")
     p.add_argument("--eve", metavar="PATH|-", help="write EVE JSON lines to PATH (- stdout)")
     p.add_argument("--metrics-textfile", metavar="PATH",
-                   help="write Prometheus metrics in node_exporter textfile format")
+                   help="write Prometheus metrics in node_exporter textfile format (at the "
+                        "end, and every 30 s during long replays)")
+    p.add_argument("--metrics-listen", metavar="ADDR:PORT",
+                   help="serve /metrics while replaying (loopback unless --metrics-public)")
+    p.add_argument("--metrics-public", action="store_true",
+                   help="allow --metrics-listen on a non-loopback address")
+    p.add_argument("--metrics-linger", type=float, default=0.0, metavar="SECONDS",
+                   help="keep serving /metrics this long after the replay ends")
     p.add_argument("--evidence", metavar="DIR",
                    help="write a pcap and the alert JSON of every alerting flow to DIR")
     p.add_argument("-q", "--quiet", action="store_true",

@@ -113,6 +113,10 @@ class Config:
     timeouts: FlowTimeouts = field(default_factory=FlowTimeouts)
     max_flows: int = MAX_FLOWS
     community_id_seed: int = 0
+    #: Alertmanager sink options (None: no sink); keys as in docs/alert-sinks.md.
+    alertmanager: dict[str, Any] | None = None
+    #: Syslog sink options (None: no sink).
+    syslog: dict[str, Any] | None = None
 
 
 def default_rules(flagged: tuple[str, ...], bases: tuple[str, ...],
@@ -217,7 +221,10 @@ def _hint(key: str, allowed: set[str]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
-_TOP: Final = {"geo", "policy", "segments", "signatures", "flow", "dns"}
+_TOP: Final = {"geo", "policy", "segments", "signatures", "flow", "alertmanager", "syslog"}
+_FACILITIES: Final = ("kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news",
+                      "uucp", "cron", "authpriv", "ftp", "local0", "local1", "local2",
+                      "local3", "local4", "local5", "local6", "local7")
 
 
 def load_config(path: str | Path | None) -> Config:
@@ -296,8 +303,39 @@ def load_config(path: str | Path | None) -> Config:
         seed = c.integer(f.get("community_id_seed", 0), "flow.community_id_seed")
         if seed > 0xFFFF:
             raise c.fail("flow.community_id_seed", "must fit in 16 bits")
+    alertmanager: dict[str, Any] | None = None
+    if "alertmanager" in doc:
+        a = c.table(doc["alertmanager"], "alertmanager",
+                    {"url", "resend_seconds", "resolve_after_seconds", "spool_dir",
+                     "spool_max_bytes", "timeout_seconds"})
+        url = c.string(a.get("url"), "alertmanager.url")
+        if not re.match(r"^https?://[^/\s]+", url):
+            raise c.fail("alertmanager.url", f"'{url}' is not an http(s) URL")
+        alertmanager = {"url": url.rstrip("/")}
+        for key in ("resend_seconds", "resolve_after_seconds", "timeout_seconds"):
+            if key in a:
+                alertmanager[key] = c.number(a[key], f"alertmanager.{key}")
+        if "spool_dir" in a:
+            spool = Path(c.string(a["spool_dir"], "alertmanager.spool_dir")).expanduser()
+            alertmanager["spool_dir"] = spool if spool.is_absolute() else p.parent / spool
+        if "spool_max_bytes" in a:
+            alertmanager["spool_max_bytes"] = c.integer(a["spool_max_bytes"],
+                                                        "alertmanager.spool_max_bytes", 1)
+    syslog: dict[str, Any] | None = None
+    if "syslog" in doc:
+        sl = c.table(doc["syslog"], "syslog", {"address", "app_name", "facility"})
+        address = c.string(sl.get("address"), "syslog.address")
+        if not re.match(r"^(udp|tcp)://[^/\s]+:\d+$|^unix:///\S+$", address):
+            raise c.fail("syslog.address", f"'{address}' is not udp://HOST:PORT, "
+                                            "tcp://HOST:PORT or unix:///PATH")
+        syslog = {"address": address}
+        if "app_name" in sl:
+            syslog["app_name"] = c.string(sl["app_name"], "syslog.app_name")
+        if "facility" in sl:
+            syslog["facility"] = c.choice(sl["facility"], "syslog.facility", _FACILITIES)
     return Config(path=p, geo=geo, policy=policy, segments=segments, signatures=sig_dir,
-                  timeouts=timeouts, max_flows=max_flows, community_id_seed=seed)
+                  timeouts=timeouts, max_flows=max_flows, community_id_seed=seed,
+                  alertmanager=alertmanager, syslog=syslog)
 
 
 def _segments(c: _Checker, raw: Any) -> tuple[Segment, ...]:

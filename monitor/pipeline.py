@@ -22,6 +22,7 @@ from monitor.decode import Proto, Undecoded, decode_all
 from monitor.dissect import DNS_PORTS, Dissector
 from monitor.eve import EveWriter, flow_record
 from monitor.flow.table import Assignment, Flow, FlowTable, FlowTimeouts
+from monitor.metrics import AvAccounting
 from signatures import SignatureSet, load_signature_set
 
 __all__ = ["Pipeline", "PipelineStats", "avmon_object"]
@@ -39,8 +40,8 @@ class PipelineStats:
     flows_ended: int = 0
     #: Packets with no L3/L4 columns, by reason label.
     undecoded: dict[str, int] = field(default_factory=lambda: {r.label: 0 for r in _REASONS})
-    #: Flows attributed to an AV vendor, by vendor id.
-    av_flows: dict[str, int] = field(default_factory=dict)
+    #: Flow records written, by reason.
+    flows_by_reason: dict[str, int] = field(default_factory=dict)
 
 
 class Pipeline:
@@ -66,12 +67,15 @@ class Pipeline:
             on_new=self._new_flows.append,
             max_flows=cfg.max_flows if max_flows is None else max_flows,
             community_id_seed=cfg.community_id_seed if community_id_seed is None
-            else community_id_seed)
+            else community_id_seed, on_continue=self._flow_continued)
         self.dissector = Dissector(self.emit, self.dns_cache, self.on_facts, self.name_info,
                                    self._flow_opened, self._flow_settled)
         self.evidence = EvidenceWriter(evidence_dir) if evidence_dir is not None else None
         self.alerts = AlertEngine(cfg, self.emit, geo, self.evidence)
         self.stats = PipelineStats()
+        self.av = AvAccounting()
+        #: Live AV flows whose egress bytes are still being counted.
+        self._av_flows: dict[int, Flow] = {}
 
     def process(self, batch: Batch) -> None:
         n = len(batch)
@@ -105,6 +109,8 @@ class Pipeline:
             for index, assign in assigned:
                 self.evidence.process(batch, index, assign)
         self.alerts.after_batch(batch, assigned)
+        for flow in self._av_flows.values():
+            self._count_egress(flow)
         self.table.expire()
         self.eve.flush()
 
@@ -127,21 +133,40 @@ class Pipeline:
                          flow.ext.get("ja4"))
         if attr.indicator is None:
             return
-        before: Attribution | None = flow.ext.get("attr")
         flow.ext["attr"] = attr
         flow.ext["eve_avmon"] = avmon_object(attr)
-        if attr.vendor is not None and (before is None or before.vendor is None):
-            vid = attr.vendor.vendor_id
-            self.stats.av_flows[vid] = self.stats.av_flows.get(vid, 0) + 1
+
+    def _flow_continued(self, old: Flow, new: Flow) -> None:
+        """A long flow cut by the active timeout goes on as a new record."""
+        if "av_key" in new.ext:
+            new.ext["av_counted"] = 0
+            self._av_flows[id(new)] = new
+
+    def _count_egress(self, flow: Flow) -> None:
+        key = flow.ext["av_key"]
+        delta = flow.bytes_toserver - flow.ext["av_counted"]
+        if delta:
+            self.av.egress_bytes[key] = self.av.egress_bytes.get(key, 0) + delta
+            flow.ext["av_counted"] = flow.bytes_toserver
 
     def _flow_settled(self, flow: Flow, ts_ns: int, frame: int) -> None:
         """Policy judges a flow once its identification is complete (the ClientHello,
         request head or Initial was read, or the flow turned out to be none of these),
         so the alert carries the best indicator, whatever the batch boundaries."""
         attr: Attribution | None = flow.ext.get("attr")
-        if attr is not None and "judged" not in flow.ext:
-            flow.ext["judged"] = True
-            self.alerts.check(flow, attr, ts_ns, frame)
+        if attr is None or "judged" in flow.ext:
+            return
+        flow.ext["judged"] = True
+        v = attr.vendor
+        if v is not None and attr.indicator is not None:
+            key = (v.vendor_id, v.jurisdiction, self.alerts.segment_of(flow)[0], v.purpose)
+            self.av.flows[key] = self.av.flows.get(key, 0) + 1
+            kind = attr.indicator.type
+            self.av.identifications[kind] = self.av.identifications.get(kind, 0) + 1
+            flow.ext["av_key"] = key
+            flow.ext["av_counted"] = 0
+            self._av_flows[id(flow)] = flow
+        self.alerts.check(flow, attr, ts_ns, frame)
 
     def name_info(self, name: str) -> dict[str, Any] | None:
         """The ``avmon`` object for a DNS name that matches a vendor signature."""
@@ -158,6 +183,10 @@ class Pipeline:
         # judged on what is known at its end.
         self._flow_settled(flow, flow.last_ns, flow.first_frame)
         self.alerts.flow_ended(flow)
+        if self._av_flows.pop(id(flow), None) is not None:
+            self._count_egress(flow)
+        self.stats.flows_by_reason[flow.reason] = \
+            self.stats.flows_by_reason.get(flow.reason, 0) + 1
         rec = flow_record(flow)
         seg, cls = self.alerts.segment_of(flow)
         if "avmon" in rec or seg != "unclassified":

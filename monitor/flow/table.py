@@ -235,8 +235,12 @@ class FlowTable:
     def __init__(self, *, timeouts: FlowTimeouts | None = None, max_flows: int = MAX_FLOWS,
                  on_expire: Callable[[Flow], None] | None = None,
                  on_new: Callable[[Flow], None] | None = None,
-                 community_id_seed: int = 0) -> None:
+                 community_id_seed: int = 0,
+                 on_continue: Callable[[Flow, Flow], None] | None = None) -> None:
         self.cid_seed = community_id_seed
+        #: Called with (old, new) when a flow past the active timeout continues as a new
+        #: record.
+        self.on_continue = on_continue or (lambda old, new: None)
         self.timeouts = timeouts or FlowTimeouts()
         self.max_flows = max_flows
         self.on_expire = on_expire or (lambda f: None)
@@ -557,10 +561,12 @@ class FlowTable:
                     b_addr=flow.b_addr, a_port=flow.a_port, b_port=flow.b_port,
                     client_is_a=flow.client_is_a, first_ns=flow.last_ns,
                     last_ns=flow.last_ns, first_frame=flow.first_frame, depth=flow.depth,
-                    vlan=flow.vlan, inspect=False, ext=flow.ext, cid_seed=flow.cid_seed)
+                    vlan=flow.vlan, inspect=False, ext=dict(flow.ext),
+                    cid_seed=flow.cid_seed)
         cont.flags_ab = flow.flags_ab & ~(TCP_FIN | TCP_RST)
         cont.flags_ba = flow.flags_ba & ~(TCP_FIN | TCP_RST)
         self._flows[flow.key] = cont
+        self.on_continue(flow, cont)
 
     def flush(self) -> int:
         """End every flow (end of input or shutdown): those already past their timeout
