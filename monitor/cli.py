@@ -19,7 +19,9 @@ from monitor.capture.files import CaptureReader
 from monitor.config import Config, load_config
 from monitor.errors import CaptureError, ConfigError
 from monitor.eve import EveWriter
+from monitor.metrics import SinkStats
 from monitor.pipeline import Pipeline
+from monitor.sinks import build_sinks
 from signatures import (
     SignatureError,
     SignatureSet,
@@ -31,6 +33,8 @@ from signatures import (
 __all__ = ["main"]
 
 DEMO_CAPTURE = Path(__file__).parent / "data" / "demo.pcap"
+#: How long a replay waits at its end for alert sinks to deliver.
+SINK_CLOSE_SECONDS = 10.0
 DEMO_CONFIG = Path(__file__).parent / "data" / "demo.toml"
 
 
@@ -99,7 +103,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return _replay(paths, config, args.eve, args.quiet,
                    evidence=Path(args.evidence) if args.evidence else None,
                    metrics_textfile=args.metrics_textfile, metrics_listen=listen,
-                   linger=args.metrics_linger)
+                   linger=args.metrics_linger, speed=args.speed)
 
 
 def _open_geo(config: Config) -> GeoDatabases:
@@ -146,13 +150,14 @@ class _Metrics:
     TEXTFILE_INTERVAL = 30.0
 
     def __init__(self, pipe: Pipeline, reader: CaptureReader, textfile: str | None,
-                 listen: tuple[str, int] | None) -> None:
+                 listen: tuple[str, int] | None,
+                 sinks: Callable[[], dict[str, SinkStats]] = dict) -> None:
         from monitor import __version__
         from monitor.metrics import PipelineCollector, build_registry
 
         self.collector = PipelineCollector(pipe, source="replay", version=__version__,
                                            damaged=lambda: len(reader.damaged),
-                                           sinks=lambda: {})
+                                           sinks=sinks)
         self.registry = build_registry(self.collector)
         self.textfile = textfile
         self._next = time.monotonic() + self.TEXTFILE_INTERVAL
@@ -183,33 +188,72 @@ class _Metrics:
             self.server.shutdown()
 
 
+class _Pace:
+    """Replays at ``speed`` times capture time (dashboards and alert routing see traffic
+    arrive as it did, compressed or stretched)."""
+
+    def __init__(self, speed: float) -> None:
+        self.speed = speed
+        self.first_ns: int | None = None
+        self.start = 0.0
+
+    def wait(self, first_ns: int, last_ns: int) -> None:
+        """Sleep until a batch's last packet is due: no packet is processed early."""
+        if self.first_ns is None:
+            self.first_ns, self.start = first_ns, time.monotonic()
+        due = self.start + (last_ns - self.first_ns) / 1e9 / self.speed
+        delay = due - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+
+
 def _replay(paths: Sequence[str], config: Config, eve_target: str | None, quiet: bool,
             listeners: Sequence[Callable[[dict[str, Any]], None]] = (),
             summary_out: TextIO | None = None, evidence: Path | None = None,
             metrics_textfile: str | None = None, metrics_listen: tuple[str, int] | None = None,
-            linger: float = 0.0) -> int:
+            linger: float = 0.0, speed: float | None = None) -> int:
     def warn(msg: str) -> None:
         print(f"avmon: warning: {msg}", file=sys.stderr)
 
     signatures = _open_signatures(config)
     geo = _open_geo(config)
-    reader = CaptureReader(paths, warn=warn)
+    # Paced replays read small batches so the pace is kept within a batch's span.
+    reader = CaptureReader(paths, warn=warn, **({"batch_packets": 32} if speed else {}))
     eve = EveWriter(eve_target)
-    pipe = Pipeline(config, eve=eve, listeners=listeners, signatures=signatures, geo=geo,
-                    evidence_dir=evidence)
-    metrics = _Metrics(pipe, reader, metrics_textfile, metrics_listen)
+    sinks = build_sinks(config.alertmanager, config.syslog)
+    for sink in sinks:
+        err = getattr(sink, "error", None)
+        if err:
+            warn(f"{sink.name}: {err}")
+        sink.start()
+
+    def to_sinks(record: dict[str, Any]) -> None:
+        if record["event_type"] == "alert":
+            for sink in sinks:
+                sink.send(record)
+
+    pipe = Pipeline(config, eve=eve, listeners=[*listeners, to_sinks], signatures=signatures,
+                    geo=geo, evidence_dir=evidence)
+    metrics = _Metrics(pipe, reader, metrics_textfile, metrics_listen,
+                       sinks=lambda: {s.name: s.stats for s in sinks})
     progress = _Progress(reader, enabled=not quiet and sys.stderr.isatty())
     t0 = time.perf_counter()
+    pace = _Pace(speed) if speed else None
     try:
         for batch in reader:
+            if pace is not None:
+                pace.wait(int(batch.ts_ns[0]), int(batch.ts_ns[-1]))
             pipe.process(batch)
             progress.update(pipe.stats.packets)
             metrics.tick()
         pipe.finish()
-        metrics.write()
     finally:
         progress.close()
         eve.close()
+        for sink in sinks:
+            # Whatever a sink cannot deliver in time stays in its spool for the next run.
+            sink.close(timeout=SINK_CLOSE_SECONDS)
+    metrics.write()  # after the sinks closed, so their final counters are included
     wall = time.perf_counter() - t0
     if linger > 0 and metrics.server is not None:
         time.sleep(linger)
@@ -320,6 +364,16 @@ def cmd_signatures(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be greater than 0")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="avmon",
@@ -342,6 +396,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep serving /metrics this long after the replay ends")
     p.add_argument("--evidence", metavar="DIR",
                    help="write a pcap and the alert JSON of every alerting flow to DIR")
+    p.add_argument("--speed", type=_positive, metavar="FACTOR",
+                   help="pace the replay at FACTOR times capture time (default: as fast "
+                        "as possible)")
     p.add_argument("-q", "--quiet", action="store_true",
                    help="no progress bar and no summary (for scripts)")
     p.set_defaults(func=cmd_replay)

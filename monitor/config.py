@@ -307,7 +307,7 @@ def load_config(path: str | Path | None) -> Config:
     if "alertmanager" in doc:
         a = c.table(doc["alertmanager"], "alertmanager",
                     {"url", "resend_seconds", "resolve_after_seconds", "spool_dir",
-                     "spool_max_bytes", "timeout_seconds"})
+                     "spool_max_bytes", "timeout_seconds", "generator_url"})
         url = c.string(a.get("url"), "alertmanager.url")
         if not re.match(r"^https?://[^/\s]+", url):
             raise c.fail("alertmanager.url", f"'{url}' is not an http(s) URL")
@@ -320,10 +320,14 @@ def load_config(path: str | Path | None) -> Config:
             alertmanager["spool_dir"] = spool if spool.is_absolute() else p.parent / spool
         if "spool_max_bytes" in a:
             alertmanager["spool_max_bytes"] = c.integer(a["spool_max_bytes"],
-                                                        "alertmanager.spool_max_bytes", 1)
+                                                        "alertmanager.spool_max_bytes", 4096)
+        if "generator_url" in a:
+            alertmanager["generator_url"] = c.string(a["generator_url"],
+                                                     "alertmanager.generator_url")
     syslog: dict[str, Any] | None = None
     if "syslog" in doc:
-        sl = c.table(doc["syslog"], "syslog", {"address", "app_name", "facility"})
+        sl = c.table(doc["syslog"], "syslog", {"address", "app_name", "facility", "hostname",
+                                               "max_message_bytes", "timeout_seconds"})
         address = c.string(sl.get("address"), "syslog.address")
         if not re.match(r"^(udp|tcp)://[^/\s]+:\d+$|^unix:///\S+$", address):
             raise c.fail("syslog.address", f"'{address}' is not udp://HOST:PORT, "
@@ -333,6 +337,13 @@ def load_config(path: str | Path | None) -> Config:
             syslog["app_name"] = c.string(sl["app_name"], "syslog.app_name")
         if "facility" in sl:
             syslog["facility"] = c.choice(sl["facility"], "syslog.facility", _FACILITIES)
+        if "hostname" in sl:
+            syslog["hostname"] = c.string(sl["hostname"], "syslog.hostname")
+        if "max_message_bytes" in sl:
+            syslog["max_message_bytes"] = c.integer(sl["max_message_bytes"],
+                                                    "syslog.max_message_bytes", 480)
+        if "timeout_seconds" in sl:
+            syslog["timeout_seconds"] = c.number(sl["timeout_seconds"], "syslog.timeout_seconds")
     return Config(path=p, geo=geo, policy=policy, segments=segments, signatures=sig_dir,
                   timeouts=timeouts, max_flows=max_flows, community_id_seed=seed,
                   alertmanager=alertmanager, syslog=syslog)
