@@ -35,6 +35,8 @@ __all__ = ["main"]
 DEMO_CAPTURE = Path(__file__).parent / "data" / "demo.pcap"
 #: How long a replay waits at its end for alert sinks to deliver.
 SINK_CLOSE_SECONDS = 10.0
+#: A live sensor checks its geo database files for replacement this often (seconds).
+GEO_RELOAD_SECONDS = 60.0
 DEMO_CONFIG = Path(__file__).parent / "data" / "demo.toml"
 
 
@@ -106,11 +108,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
                    linger=args.metrics_linger, speed=args.speed)
 
 
-def _open_geo(config: Config) -> GeoDatabases:
+def _open_geo(config: Config, auto_reload: float | None = None) -> GeoDatabases:
     g = config.geo
     try:
         return GeoDatabases(country_db=g.country_db, registration_db=g.registration_db,
-                            asn_db=g.asn_db, registry=g.registry)
+                            asn_db=g.asn_db, registry=g.registry,
+                            auto_reload_seconds=auto_reload)
     except GeoError as exc:
         raise ConfigError(str(exc)) from None
 
@@ -266,6 +269,65 @@ def _replay(paths: Sequence[str], config: Config, eve_target: str | None, quiet:
     return 0
 
 
+def cmd_live(args: argparse.Namespace) -> int:
+    """Capture from interfaces until SIGTERM/SIGINT; then write every open flow."""
+    import signal
+
+    from monitor import __version__
+    from monitor.capture.live import LiveCapture
+    from monitor.metrics import PipelineCollector, build_registry
+
+    config = load_config(args.config)
+    listen = parse_listen(args.metrics_listen, args.metrics_public)
+    signatures = _open_signatures(config)
+    geo = _open_geo(config, auto_reload=GEO_RELOAD_SECONDS)
+    capture = LiveCapture(args.interface)
+    sinks = build_sinks(config.alertmanager, config.syslog)
+    for sink in sinks:
+        sink.start()
+    eve = EveWriter(args.eve)
+
+    def to_sinks(record: dict[str, Any]) -> None:
+        if record["event_type"] == "alert":
+            for sink in sinks:
+                sink.send(record)
+
+    pipe = Pipeline(config, eve=eve, listeners=[to_sinks], signatures=signatures, geo=geo,
+                    evidence_dir=Path(args.evidence) if args.evidence else None)
+    collector = PipelineCollector(pipe, source="live", live=True, version=__version__,
+                                  dropped=capture.dropped,
+                                  sinks=lambda: {s.name: s.stats for s in sinks})
+    from prometheus_client import start_http_server
+
+    try:
+        server, _ = start_http_server(listen[1], listen[0], registry=build_registry(collector))
+    except OSError as exc:
+        raise ConfigError(f"--metrics-listen: cannot listen on {listen[0]}:{listen[1]}: "
+                          f"{exc.strerror}") from None
+
+    def stop(signum: int, frame: object) -> None:
+        capture.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    print(f"avmon live: capturing on {', '.join(args.interface)}; metrics on "
+          f"http://{listen[0]}:{listen[1]}/metrics", file=sys.stderr)
+    try:
+        for batch in capture:
+            pipe.process(batch)
+        pipe.finish()
+    finally:
+        capture.close()
+        eve.close()
+        for sink in sinks:
+            sink.close(timeout=SINK_CLOSE_SECONDS)
+        server.shutdown()
+    print(f"avmon live: {pipe.stats.packets:,} packets, {pipe.table.stats.flows_created:,} "
+          f"flows, {sum(pipe.alerts.stats.alerts.values()):,} alerts, "
+          f"{capture.dropped():,} dropped by the kernel", file=sys.stderr)
+    return 0
+
+
 def format_alert(rec: dict[str, Any]) -> list[str]:
     """Two lines a person can read for one EVE alert record."""
     av = rec["avmon"]
@@ -402,6 +464,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true",
                    help="no progress bar and no summary (for scripts)")
     p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("live", help="capture from network interfaces (Linux AF_PACKET)")
+    p.add_argument("-i", "--interface", action="append", required=True, metavar="IFACE",
+                   help="interface to capture on (repeat for several; 'any' for all)")
+    p.add_argument("-c", "--config", metavar="CONFIG", help="configuration file (TOML)")
+    p.add_argument("--eve", metavar="PATH|-", help="write EVE JSON lines to PATH (- stdout)")
+    p.add_argument("--evidence", metavar="DIR",
+                   help="write a pcap and the alert JSON of every alerting flow to DIR")
+    p.add_argument("--metrics-listen", metavar="ADDR:PORT", default="127.0.0.1:9477",
+                   help="serve /metrics here (default 127.0.0.1:9477; loopback unless "
+                        "--metrics-public)")
+    p.add_argument("--metrics-public", action="store_true",
+                   help="allow --metrics-listen on a non-loopback address")
+    p.set_defaults(func=cmd_live)
 
     p = sub.add_parser("demo", help="replay the bundled demo capture and print its alerts")
     p.add_argument("--eve", metavar="PATH|-", help="also write EVE JSON lines to PATH")

@@ -1,0 +1,78 @@
+"""`avmon live` on loopback: real clients, /metrics served while capturing, and SIGTERM
+writing the open flows before a clean exit."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.recorder import free_port, run, tls_server
+from tests.tshark_oracle import require_tool
+
+pytestmark = pytest.mark.slow
+
+NAME = "ksn-file-geo.kaspersky-labs.com"
+
+
+def _metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} not exposed")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="live capture needs CAP_NET_RAW (root)")
+def test_live_capture_serves_metrics_and_flushes_on_sigterm(tmp_path: Path) -> None:
+    curl = require_tool("curl")
+    tls_port, mport = free_port(), free_port()
+    eve = tmp_path / "eve.json"
+    with tls_server(tls_port, tmp_path):
+        live = subprocess.Popen(
+            [sys.executable, "-m", "monitor.cli", "live", "-i", "lo", "--eve", str(eve),
+             "--metrics-listen", f"127.0.0.1:{mport}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=1)
+                    break
+                except OSError:
+                    if time.monotonic() > deadline or live.poll() is not None:
+                        raise AssertionError(live.stderr.read().decode()) from None
+                    time.sleep(0.1)
+            for _ in range(3):
+                run([curl, "-sk", "-o", "/dev/null", "--resolve",
+                     f"{NAME}:{tls_port}:127.0.0.1", f"https://{NAME}:{tls_port}/"])
+            time.sleep(1.0)
+            text = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics",
+                                          timeout=5).read().decode()
+            assert _metric(text, 'avmon_packets_total{source="live"}') > 0
+            assert _metric(text, 'avmon_protocol_units_total{protocol="tls"}') >= 3
+            assert _metric(text, 'avmon_capture_dropped_packets_total{source="live"}') == 0
+        finally:
+            live.send_signal(signal.SIGTERM)
+            rc = live.wait(timeout=30)
+    assert rc == 0, live.stderr.read().decode()
+    records = [json.loads(line) for line in eve.read_text().splitlines()]
+    tls = [r for r in records if r["event_type"] == "tls"]
+    assert len(tls) == 3 and all(r["tls"]["sni"] == NAME for r in tls)
+    assert all(r["avmon"]["vendor"] == "kaspersky" for r in tls)
+    flows = [r for r in records if r["event_type"] == "flow" and r.get("dest_port") == tls_port]
+    assert len(flows) == 3  # written at SIGTERM if not before
+    assert all(f["flow"]["pkts_toserver"] > 3 for f in flows)
+
+
+def test_live_refuses_public_metrics_address() -> None:
+    proc = subprocess.run([sys.executable, "-m", "monitor.cli", "live", "-i", "lo",
+                           "--metrics-listen", "0.0.0.0:9477"], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 2 and "not a loopback address" in proc.stderr
