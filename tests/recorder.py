@@ -206,3 +206,68 @@ def run(cmd: list[str], timeout: float = 30, check: bool = False,
                               stdin=subprocess.DEVNULL, env=dict(os.environ))
     return subprocess.run(cmd, capture_output=True, timeout=timeout, check=check,
                           input=input, env=dict(os.environ))
+
+
+class ConnectProxy:
+    """An explicit HTTP proxy on ``host`` that only tunnels: whatever the CONNECT target
+    says, it connects from ``host`` to ``upstream`` (nothing leaves the machine)."""
+
+    def __init__(self, host: str, upstream: tuple[str, int]) -> None:
+        self.host = host
+        self.upstream = upstream
+        self.targets: list[str] = []
+        self._listener = socket.create_server((host, 0))
+        self._listener.settimeout(0.2)
+        self.port = int(self._listener.getsockname()[1])
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def __enter__(self) -> ConnectProxy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._listener.close()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except (TimeoutError, OSError):
+                continue
+            threading.Thread(target=self._tunnel, args=(conn,), daemon=True).start()
+
+    def _tunnel(self, client: socket.socket) -> None:
+        with client:
+            client.settimeout(10)
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = client.recv(4096)
+                if not chunk:
+                    return
+                head += chunk
+            method, target, _ = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ", 2)
+            if method != "CONNECT":
+                client.sendall(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n")
+                return
+            self.targets.append(target)
+            rest = head.split(b"\r\n\r\n", 1)[1]
+            with socket.create_connection(self.upstream, timeout=10,
+                                          source_address=(self.host, 0)) as up:
+                client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                if rest:
+                    up.sendall(rest)
+                pump = threading.Thread(target=_relay, args=(up, client), daemon=True)
+                pump.start()
+                _relay(client, up)
+                pump.join(timeout=5)
+
+
+def _relay(src: socket.socket, dst: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        while data := src.recv(65536):
+            dst.sendall(data)
+    with contextlib.suppress(OSError):
+        dst.shutdown(socket.SHUT_WR)

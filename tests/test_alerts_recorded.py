@@ -55,8 +55,8 @@ from monitor.config import load_config
 from monitor.dissect import DNS_PORTS
 from monitor.flow.communityid import PROTO_TCP, community_id
 from tests.helpers import flows, replay
-from tests.recorder import DnsServer, recording, self_signed_cert
-from tests.test_names_recorded import _relay, by_type
+from tests.recorder import ConnectProxy, DnsServer, recording, self_signed_cert
+from tests.test_names_recorded import by_type
 from tests.tshark_oracle import require_tool
 
 pytestmark = pytest.mark.slow
@@ -204,63 +204,6 @@ def dns_server_at(host: str) -> Iterator[DnsServerAt]:
     pytest.skip(f"no DNS port free on {host}: {last}")
 
 
-class ConnectProxyAt:
-    """An explicit HTTP proxy on ``host`` that only tunnels: whatever the CONNECT target
-    says, it connects from ``host`` to ``upstream`` (nothing leaves the machine)."""
-
-    def __init__(self, host: str, upstream: tuple[str, int]) -> None:
-        self.host = host
-        self.upstream = upstream
-        self.targets: list[str] = []
-        self._listener = socket.create_server((host, 0))
-        self._listener.settimeout(0.2)
-        self.port = int(self._listener.getsockname()[1])
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-
-    def __enter__(self) -> ConnectProxyAt:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self._listener.close()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._listener.accept()
-            except (TimeoutError, OSError):
-                continue
-            threading.Thread(target=self._tunnel, args=(conn,), daemon=True).start()
-
-    def _tunnel(self, client: socket.socket) -> None:
-        with client:
-            client.settimeout(10)
-            head = b""
-            while b"\r\n\r\n" not in head:
-                chunk = client.recv(4096)
-                if not chunk:
-                    return
-                head += chunk
-            method, target, _ = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ", 2)
-            if method != "CONNECT":
-                client.sendall(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n")
-                return
-            self.targets.append(target)
-            rest = head.split(b"\r\n\r\n", 1)[1]
-            with socket.create_connection(self.upstream, timeout=10,
-                                          source_address=(self.host, 0)) as up:
-                client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
-                if rest:
-                    up.sendall(rest)
-                pump = threading.Thread(target=_relay, args=(up, client), daemon=True)
-                pump.start()
-                _relay(client, up)
-                pump.join(timeout=5)
-
-
 # ---------------------------------------------------------------------- helpers
 
 
@@ -363,7 +306,7 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     pcap = d / "loopback.pcap"
     out: dict[str, Any] = {"pcap": pcap}
     with TlsHttpServer(KAS, d) as kas, TlsHttpServer(ESET, d) as eset, \
-            ConnectProxyAt(PROXY, (KAS, kas.port)) as proxy, dns_server_at(DNS) as dns, \
+            ConnectProxy(PROXY, (KAS, kas.port)) as proxy, dns_server_at(DNS) as dns, \
             recording(pcap, [kas.port, eset.port, proxy.port, dns.port]):
 
         def resolve(name: str) -> str:

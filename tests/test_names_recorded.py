@@ -15,7 +15,6 @@ import contextlib
 import socket
 import ssl
 import subprocess
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -26,6 +25,7 @@ import pytest
 from monitor.dissect import DNS_PORTS
 from tests.helpers import flows, replay
 from tests.recorder import (
+    ConnectProxy,
     DnsServer,
     free_port,
     http_server,
@@ -125,71 +125,6 @@ def split_hello_client(port: int, sni: str, chunk: int = 48) -> int:
             while data := sock.recv(65536):
                 incoming.write(data)
         return len(hello)
-
-
-class ConnectProxy:
-    """A minimal explicit HTTP proxy on 127.0.0.1 that only tunnels: it reads a CONNECT
-    head, connects to ``127.0.0.1:upstream`` whatever the target says (nothing leaves the
-    machine), answers 200 and relays both ways until either side closes."""
-
-    def __init__(self, upstream: int) -> None:
-        self.upstream = upstream
-        self.targets: list[str] = []
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self._listener.settimeout(0.2)
-        self.port = int(self._listener.getsockname()[1])
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-
-    def __enter__(self) -> ConnectProxy:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self._listener.close()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._listener.accept()
-            except (TimeoutError, OSError):
-                continue
-            threading.Thread(target=self._tunnel, args=(conn,), daemon=True).start()
-
-    def _tunnel(self, client: socket.socket) -> None:
-        with client:
-            client.settimeout(5)
-            head = b""
-            while b"\r\n\r\n" not in head:
-                chunk = client.recv(4096)
-                if not chunk:
-                    return
-                head += chunk
-            line = head.split(b"\r\n", 1)[0].decode("latin-1")
-            method, target, _ = line.split(" ", 2)
-            if method != "CONNECT":
-                client.sendall(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n")
-                return
-            self.targets.append(target)
-            rest = head.split(b"\r\n\r\n", 1)[1]
-            with socket.create_connection(("127.0.0.1", self.upstream), timeout=5) as up:
-                client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
-                if rest:
-                    up.sendall(rest)
-                pump = threading.Thread(target=_relay, args=(up, client), daemon=True)
-                pump.start()
-                _relay(client, up)
-                pump.join(timeout=5)
-
-
-def _relay(src: socket.socket, dst: socket.socket) -> None:
-    with contextlib.suppress(OSError):
-        while data := src.recv(65536):
-            dst.sendall(data)
-    with contextlib.suppress(OSError):
-        dst.shutdown(socket.SHUT_WR)
 
 
 @contextlib.contextmanager
@@ -442,7 +377,7 @@ def http_capture(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     tls_port, http_port = free_port(), free_port()
     pcap = d / "http.pcap"
     with tls_server(tls_port, d), http_server(http_port, d / "www"), \
-            ConnectProxy(tls_port) as proxy, \
+            ConnectProxy("127.0.0.1", ("127.0.0.1", tls_port)) as proxy, \
             recording(pcap, [tls_port, http_port, proxy.port]):
         tunnelled = run([curl, "-sk", "-o", "/dev/null", "-w", "%{http_code}", "--proxy",
                          f"http://127.0.0.1:{proxy.port}", "--resolve",
