@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Self
 
 from tests.tshark_oracle import require_tool
 
@@ -208,21 +209,18 @@ def run(cmd: list[str], timeout: float = 30, check: bool = False,
                           input=input, env=dict(os.environ))
 
 
-class ConnectProxy:
-    """An explicit HTTP proxy on ``host`` that only tunnels: whatever the CONNECT target
-    says, it connects from ``host`` to ``upstream`` (nothing leaves the machine)."""
+class ThreadedServer:
+    """A TCP server on ``host`` answering each connection in its own thread."""
 
-    def __init__(self, host: str, upstream: tuple[str, int]) -> None:
+    def __init__(self, host: str) -> None:
         self.host = host
-        self.upstream = upstream
-        self.targets: list[str] = []
         self._listener = socket.create_server((host, 0))
         self._listener.settimeout(0.2)
         self.port = int(self._listener.getsockname()[1])
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
 
-    def __enter__(self) -> ConnectProxy:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -237,9 +235,22 @@ class ConnectProxy:
                 conn, _ = self._listener.accept()
             except (TimeoutError, OSError):
                 continue
-            threading.Thread(target=self._tunnel, args=(conn,), daemon=True).start()
+            threading.Thread(target=self.handle, args=(conn,), daemon=True).start()
 
-    def _tunnel(self, client: socket.socket) -> None:
+    def handle(self, conn: socket.socket) -> None:
+        raise NotImplementedError
+
+
+class ConnectProxy(ThreadedServer):
+    """An explicit HTTP proxy on ``host`` that only tunnels: whatever the CONNECT target
+    says, it connects from ``host`` to ``upstream`` (nothing leaves the machine)."""
+
+    def __init__(self, host: str, upstream: tuple[str, int]) -> None:
+        super().__init__(host)
+        self.upstream = upstream
+        self.targets: list[str] = []
+
+    def handle(self, client: socket.socket) -> None:
         with client:
             client.settimeout(10)
             head = b""

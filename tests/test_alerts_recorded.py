@@ -55,7 +55,13 @@ from monitor.config import load_config
 from monitor.dissect import DNS_PORTS
 from monitor.flow.communityid import PROTO_TCP, community_id
 from tests.helpers import flows, replay
-from tests.recorder import ConnectProxy, DnsServer, recording, self_signed_cert
+from tests.recorder import (
+    ConnectProxy,
+    DnsServer,
+    ThreadedServer,
+    recording,
+    self_signed_cert,
+)
 from tests.test_names_recorded import by_type
 from tests.tshark_oracle import require_tool
 
@@ -109,40 +115,18 @@ EXPECTED = {
 # ------------------------------------------------------------------------ servers
 
 
-class TlsHttpServer:
+class TlsHttpServer(ThreadedServer):
     """A TLS server on ``host`` (Python's ssl) that reads one HTTP/1.x request, body
     included (Content-Length), answers 200 and closes. Records the body sizes read."""
 
     def __init__(self, host: str, directory: Path) -> None:
+        super().__init__(host)
         cert, key = self_signed_cert(directory)
         self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.ctx.load_cert_chain(str(cert), str(key))
-        self.host = host
-        self._listener = socket.create_server((host, 0))
-        self._listener.settimeout(0.2)
-        self.port = int(self._listener.getsockname()[1])
         self.bodies: list[int] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
 
-    def __enter__(self) -> TlsHttpServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self._listener.close()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._listener.accept()
-            except (TimeoutError, OSError):
-                continue
-            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
-
-    def _handle(self, raw: socket.socket) -> None:
+    def handle(self, raw: socket.socket) -> None:
         raw.settimeout(10)
         with contextlib.suppress(OSError), self.ctx.wrap_socket(raw, server_side=True) as tls:
             buf = b""

@@ -11,8 +11,6 @@ with tests/test_http.py.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import socket
 import subprocess
 import threading
@@ -52,6 +50,7 @@ from monitor.parsers.dns import (
     maybe_read_tcp_messages,
     parse_dns_message,
 )
+from tests.tshark_oracle import require_tool
 
 DATA = Path(__file__).parent / "data"
 CORPUS = DATA / "corpus"
@@ -63,16 +62,6 @@ DNS_PORTS = frozenset({53, 5353, 5355})
 
 _FAST = settings(max_examples=300, deadline=None,
                  suppress_health_check=[HealthCheck.too_slow])
-
-
-def require_tool(name: str) -> str:
-    """Path of a system binary; skip without it, but fail in CI (CI=true)."""
-    path = shutil.which(name)
-    if path is None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{name} is required in CI but not installed")
-        pytest.skip(f"{name} not installed")
-    return path
 
 
 # --- builders ---------------------------------------------------------------------------
