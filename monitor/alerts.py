@@ -26,7 +26,7 @@ import numpy as np
 
 from monitor.attribution import Attribution
 from monitor.capture.batch import Batch
-from monitor.config import SEVERITIES, UNCLASSIFIED, Config, Rule
+from monitor.config import SEVERITIES, UNCLASSIFIED, Config
 from monitor.eve import flow_header
 from monitor.flow.table import Assignment, Flow
 from monitor.policy import JurisdictionFact, SegmentMap, Verdict, evaluate
@@ -377,7 +377,3 @@ class _Evidence:
         if self.fh is not None:
             self.fh.close()
             self.fh = None
-
-
-def rule_by_id(config: Config, rule_id: str) -> Rule | None:
-    return next((r for r in config.policy.rules if r.id == rule_id), None)

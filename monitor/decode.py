@@ -21,7 +21,7 @@ import numpy.typing as npt
 
 from monitor.capture.batch import Batch, LinkType
 
-__all__ = ["Columns", "Undecoded", "decode", "decode_all", "format_addr"]
+__all__ = ["Columns", "Undecoded", "decode", "decode_all"]
 
 #: 802.1Q/802.1ad tags followed before giving up; real networks use one or two (QinQ).
 MAX_VLAN_DEPTH: Final = 8
@@ -573,12 +573,3 @@ def decode_all(batch: Batch) -> list[Columns]:
             break
         layers.append(inner.take(keep))
     return layers
-
-
-def format_addr(ipver: int, hi: int, lo: int) -> str:
-    """Text form of an address held as two uint64 halves."""
-    import ipaddress
-
-    if ipver == 4:
-        return str(ipaddress.IPv4Address(lo & 0xFFFFFFFF))
-    return str(ipaddress.IPv6Address((hi << 64) | lo))

@@ -14,13 +14,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from monitor.config import SEVERITIES, UNCLASSIFIED
+from monitor.config import UNCLASSIFIED
 from monitor.decode import Undecoded
 
 if TYPE_CHECKING:
@@ -322,13 +322,3 @@ def build_registry(collector: Collector) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)
     return registry
-
-
-def severity_order() -> tuple[str, ...]:
-    return SEVERITIES
-
-
-def sample_value(registry: CollectorRegistry, name: str,
-                 labels: dict[str, str] | None = None) -> Any:
-    """A sample's value (for tests and the summary)."""
-    return registry.get_sample_value(name, labels or {})

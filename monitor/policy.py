@@ -10,10 +10,9 @@ force remove a verdict; expired ones no longer apply (``avmon check`` reports th
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 from dataclasses import dataclass
 
-from monitor.config import UNCLASSIFIED, AlertException, PolicyConfig, Rule, Segment
+from monitor.config import AlertException, PolicyConfig, Rule, Segment
 
 __all__ = ["JurisdictionFact", "SegmentMap", "Verdict", "evaluate"]
 
@@ -117,11 +116,3 @@ def _exception_for(exceptions: tuple[AlertException, ...], rule: Rule, segment: 
             continue
         return e
     return None
-
-
-def classification_of(segment: Segment | None) -> str:
-    return segment.classification if segment is not None else UNCLASSIFIED
-
-
-def parse_ip(text: str) -> bytes:
-    return ipaddress.ip_address(text).packed
