@@ -274,14 +274,17 @@ def cmd_live(args: argparse.Namespace) -> int:
     import signal
 
     from monitor import __version__
-    from monitor.capture.live import LiveCapture
     from monitor.metrics import PipelineCollector, build_registry
 
     config = load_config(args.config)
     listen = parse_listen(args.metrics_listen, args.metrics_public)
     signatures = _open_signatures(config)
     geo = _open_geo(config, auto_reload=GEO_RELOAD_SECONDS)
-    capture = LiveCapture(args.interface)
+    capture = _open_live_source(args)
+    if args.user:
+        from monitor.privileges import drop_privileges
+
+        drop_privileges(args.user)  # the capture sockets are open: root is not needed
     sinks = build_sinks(config.alertmanager, config.syslog)
     for sink in sinks:
         sink.start()
@@ -294,7 +297,7 @@ def cmd_live(args: argparse.Namespace) -> int:
 
     pipe = Pipeline(config, eve=eve, listeners=[to_sinks], signatures=signatures, geo=geo,
                     evidence_dir=Path(args.evidence) if args.evidence else None)
-    collector = PipelineCollector(pipe, source="live", live=True, version=__version__,
+    collector = PipelineCollector(pipe, source=args.source, live=True, version=__version__,
                                   dropped=capture.dropped,
                                   sinks=lambda: {s.name: s.stats for s in sinks})
     from prometheus_client import start_http_server
@@ -305,15 +308,31 @@ def cmd_live(args: argparse.Namespace) -> int:
         raise ConfigError(f"--metrics-listen: cannot listen on {listen[0]}:{listen[1]}: "
                           f"{exc.strerror}") from None
 
+    from monitor.reload import ReloadRequest, reload_pipeline
+
+    reload = ReloadRequest()
+
     def stop(signum: int, frame: object) -> None:
         capture.stop()
 
+    def hup(signum: int, frame: object) -> None:
+        reload.request()  # the reload itself runs between batches
+
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    print(f"avmon live: capturing on {', '.join(args.interface)}; metrics on "
-          f"http://{listen[0]}:{listen[1]}/metrics", file=sys.stderr)
+    signal.signal(signal.SIGHUP, hup)
+    _log("start", interfaces=args.interface, source=args.source,
+         metrics=f"http://{listen[0]}:{listen[1]}/metrics")
     try:
         for batch in capture:
+            if reload.pending():
+                result = reload_pipeline(pipe, args.config,
+                                         geo_auto_reload_seconds=GEO_RELOAD_SECONDS)
+                if result.ok:
+                    _log("reload", changed=list(result.changed))
+                else:
+                    collector.config_reload_errors += 1
+                    _log("reload_rejected", error=result.message)
             pipe.process(batch)
         pipe.finish()
     finally:
@@ -322,10 +341,38 @@ def cmd_live(args: argparse.Namespace) -> int:
         for sink in sinks:
             sink.close(timeout=SINK_CLOSE_SECONDS)
         server.shutdown()
-    print(f"avmon live: {pipe.stats.packets:,} packets, {pipe.table.stats.flows_created:,} "
-          f"flows, {sum(pipe.alerts.stats.alerts.values()):,} alerts, "
-          f"{capture.dropped():,} dropped by the kernel", file=sys.stderr)
+    _log("stop", packets=pipe.stats.packets, flows=pipe.table.stats.flows_created,
+         alerts=sum(pipe.alerts.stats.alerts.values()), dropped=capture.dropped())
     return 0
+
+
+def _log(event: str, **fields: Any) -> None:
+    """A structured log line on standard error (one JSON object per line)."""
+    import json
+
+    fields = {"ts": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "event": event, **fields}
+    print(json.dumps(fields, sort_keys=False), file=sys.stderr, flush=True)
+
+
+def _open_live_source(args: argparse.Namespace) -> Any:
+    """The capture source ``--source`` names, open on ``--interface``."""
+    if args.source == "ring":
+        from monitor.capture.ring import RingCapture
+
+        return RingCapture(args.interface, bpf=args.bpf, promisc=args.promisc)
+    if args.source == "socket":
+        from monitor.capture.live import LiveCapture
+
+        if args.promisc:
+            raise ConfigError("--promisc needs --source ring")
+        return LiveCapture(args.interface, bpf=args.bpf)
+    if args.source == "tshark":
+        from monitor.capture.fallback import TsharkCapture
+
+        return TsharkCapture(args.interface, bpf=args.bpf)
+    from monitor.capture.fallback import ScapyCapture
+
+    return ScapyCapture(args.interface, bpf=args.bpf)
 
 
 def format_alert(rec: dict[str, Any]) -> list[str]:
@@ -477,6 +524,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "--metrics-public)")
     p.add_argument("--metrics-public", action="store_true",
                    help="allow --metrics-listen on a non-loopback address")
+    p.add_argument("--source", choices=("ring", "socket", "tshark", "scapy"), default="ring",
+                   help="capture source: AF_PACKET TPACKET_V3 ring (default), plain AF_PACKET "
+                        "socket, tshark (link types only Wireshark handles), scapy (other "
+                        "platforms)")
+    p.add_argument("--bpf", metavar="EXPR", help="kernel capture filter (tcpdump syntax)")
+    p.add_argument("--promisc", action="store_true", help="put the interfaces in promiscuous "
+                   "mode (a SPAN port or tap)")
+    p.add_argument("--user", metavar="USER",
+                   help="drop to USER once the capture is open (needs only CAP_NET_RAW "
+                        "before that)")
     p.set_defaults(func=cmd_live)
 
     p = sub.add_parser("demo", help="replay the bundled demo capture and print its alerts")

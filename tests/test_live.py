@@ -30,14 +30,19 @@ def _metric(text: str, name: str) -> float:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="live capture needs CAP_NET_RAW (root)")
-def test_live_capture_serves_metrics_and_flushes_on_sigterm(tmp_path: Path) -> None:
+@pytest.mark.parametrize("source", ["ring", "socket", "tshark", "scapy"])
+def test_live_capture_serves_metrics_and_flushes_on_sigterm(source: str,
+                                                           tmp_path: Path) -> None:
     curl = require_tool("curl")
+    if source == "tshark":
+        require_tool("tshark")
     tls_port, mport = free_port(), free_port()
     eve = tmp_path / "eve.json"
     with tls_server(tls_port, tmp_path):
         live = subprocess.Popen(
-            [sys.executable, "-m", "monitor.cli", "live", "-i", "lo", "--eve", str(eve),
-             "--metrics-listen", f"127.0.0.1:{mport}"],
+            [sys.executable, "-m", "monitor.cli", "live", "-i", "lo", "--source", source,
+             "--eve", str(eve), "--metrics-listen", f"127.0.0.1:{mport}",
+             "--bpf", f"tcp port {tls_port}"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
             deadline = time.monotonic() + 30
@@ -52,12 +57,13 @@ def test_live_capture_serves_metrics_and_flushes_on_sigterm(tmp_path: Path) -> N
             for _ in range(3):
                 run([curl, "-sk", "-o", "/dev/null", "--resolve",
                      f"{NAME}:{tls_port}:127.0.0.1", f"https://{NAME}:{tls_port}/"])
-            time.sleep(1.0)
+            time.sleep(1.0 if source != "tshark" else 2.0)
             text = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics",
                                           timeout=5).read().decode()
-            assert _metric(text, 'avmon_packets_total{source="live"}') > 0
+            assert _metric(text, f'avmon_packets_total{{source="{source}"}}') > 0
             assert _metric(text, 'avmon_protocol_units_total{protocol="tls"}') >= 3
-            assert _metric(text, 'avmon_capture_dropped_packets_total{source="live"}') == 0
+            assert _metric(text,
+                           f'avmon_capture_dropped_packets_total{{source="{source}"}}') == 0
         finally:
             live.send_signal(signal.SIGTERM)
             rc = live.wait(timeout=30)

@@ -44,7 +44,7 @@ class LiveCapture:
     """Batches from one or more interfaces (``"any"`` for all of them)."""
 
     def __init__(self, interfaces: Sequence[str], *, batch_packets: int = BATCH_PACKETS,
-                 batch_timeout: float = BATCH_TIMEOUT) -> None:
+                 batch_timeout: float = BATCH_TIMEOUT, bpf: str | None = None) -> None:
         self.batch_packets = batch_packets
         self.batch_timeout = batch_timeout
         self._socks: list[tuple[socket.socket, int, bool]] = []
@@ -54,6 +54,12 @@ class LiveCapture:
         try:
             for name in interfaces:
                 self._socks.append(self._open(name))
+            if bpf:
+                from monitor.capture.bpf import attach_bpf, compile_bpf
+
+                for sock, linktype, _ in self._socks:
+                    attach_bpf(sock, compile_bpf(bpf, "RAW" if linktype == LinkType.RAW
+                                                 else "EN10MB"))
         except PermissionError:
             self.close()
             raise CaptureError("live capture needs CAP_NET_RAW (run as root, or grant the "
@@ -65,8 +71,9 @@ class LiveCapture:
     @staticmethod
     def _open(name: str) -> tuple[socket.socket, int, bool]:
         if name == "any":
+            # An unbound packet socket receives from every interface (Python cannot bind
+            # to ifindex 0 by name).
             sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_ALL))
-            sock.bind(("", ETH_P_ALL))
             linktype, loopback = LinkType.RAW, False
         else:
             if name not in {n for _, n in socket.if_nameindex()}:

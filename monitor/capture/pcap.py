@@ -226,6 +226,7 @@ class _Input:
     """
 
     __slots__ = (
+        "live",
         "_read",
         "_chunk",
         "_at_end",
@@ -255,6 +256,8 @@ class _Input:
         self.base = 0
         #: Why reading stopped early, if it did (read error text).
         self.error: str | None = None
+        #: A pipe or socket: read what has arrived rather than whole chunks.
+        self.live = _is_live(stream)
 
     @property
     def eof(self) -> bool:
@@ -285,7 +288,7 @@ class _Input:
                 return 0
             keep += following[start:]
             self._next = None
-        data = self._read_chunk(max(self._chunk, need - len(keep)))
+        data = self._read_chunk(max(self._chunk, need - len(keep)), need - len(keep))
         take = need - len(keep)
         if keep and len(data) > take:
             self.buf, self.base = keep + data[:take], base
@@ -294,10 +297,12 @@ class _Input:
             self.buf, self.base = keep + data if keep else data, base
         return 0
 
-    def _read_chunk(self, want: int) -> bytes:
+    def _read_chunk(self, want: int, minimum: int) -> bytes:
+        """Read up to ``want`` bytes; on a live stream (a pipe) stop as soon as at least
+        ``minimum`` have come, so packets are handed on as they arrive."""
         parts = []
         got = 0
-        while got < want and not self._at_end:
+        while got < want and not self._at_end and not (self.live and got >= minimum):
             try:
                 data = self._read(want - got)
             except (OSError, EOFError, zlib.error) as exc:
@@ -310,6 +315,20 @@ class _Input:
             parts.append(data)
             got += len(data)
         return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _is_live(stream: Readable) -> bool:
+    import os
+    import stat
+
+    fileno = getattr(stream, "fileno", None)
+    if fileno is None or isinstance(stream, io.BytesIO):
+        return False
+    try:
+        mode = os.fstat(fileno()).st_mode
+    except (OSError, ValueError, io.UnsupportedOperation):
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
 
 
 def _end_damage(inp: _Input, pos: int, truncated: str) -> CaptureDamaged | None:
