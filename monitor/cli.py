@@ -333,7 +333,10 @@ def cmd_live(args: argparse.Namespace) -> int:
                 else:
                     collector.config_reload_errors += 1
                     _log("reload_rejected", error=result.message)
-            pipe.process(batch)
+            if len(batch):
+                pipe.process(batch)
+            else:
+                pipe.tick(time.time_ns())
         pipe.finish()
     finally:
         capture.close()

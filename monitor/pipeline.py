@@ -114,6 +114,12 @@ class Pipeline:
         self.table.expire()
         self.eve.flush()
 
+    def tick(self, now_ns: int) -> None:
+        """Time passes without packets (an idle live link): expire flows as of ``now_ns``."""
+        self.table.now_ns = max(self.table.now_ns, now_ns)
+        self.table.expire()
+        self.eve.flush()
+
     def emit(self, record: dict[str, Any]) -> None:
         self.eve.write(record)
         for listener in self.listeners:

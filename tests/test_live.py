@@ -82,3 +82,40 @@ def test_live_refuses_public_metrics_address() -> None:
                            "--metrics-listen", "0.0.0.0:9477"], capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 2 and "not a loopback address" in proc.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="live capture needs CAP_NET_RAW (root)")
+def test_idle_link_still_expires_flows_and_reloads(tmp_path: Path) -> None:
+    """With no traffic, flows still end at their idle timeout and SIGHUP still applies."""
+    import socket
+
+    port, mport = free_port(), free_port()
+    config = tmp_path / "avmon.toml"
+    config.write_text("[flow]\nudp_idle_seconds = 1\n")
+    eve = tmp_path / "eve.json"
+    live = subprocess.Popen(
+        [sys.executable, "-m", "monitor.cli", "live", "-i", "lo", "-c", str(config),
+         "--eve", str(eve), "--metrics-listen", f"127.0.0.1:{mport}",
+         "--bpf", f"udp port {port}"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.1)
+        time.sleep(0.5)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.sendto(b"ping", ("127.0.0.1", port))
+        time.sleep(4)  # idle: no packet at all on the filter
+        records = [json.loads(line) for line in eve.read_text().splitlines()]
+        assert [r["flow"]["reason"] for r in records if r["event_type"] == "flow"] == \
+            ["timeout"]
+        live.send_signal(signal.SIGHUP)
+        time.sleep(3)
+    finally:
+        live.send_signal(signal.SIGTERM)
+        live.wait(timeout=30)
+    err = live.stderr.read().decode()
+    assert '"event": "reload"' in err

@@ -14,7 +14,7 @@ from enum import IntEnum
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Batch", "LinkType"]
+__all__ = ["Batch", "LinkType", "empty_batch"]
 
 
 class LinkType(IntEnum):
@@ -63,3 +63,11 @@ class Batch:
         """Captured bytes of packet ``i`` (a copy; for the slow path and tests)."""
         off = int(self.offsets[i])
         return bytes(self.buffer[off : off + int(self.caplens[i])])
+
+
+def empty_batch(origin: str = "", first_frame: int = 1) -> Batch:
+    """A batch of no packets: live sources yield one when the link is idle, so the
+    pipeline can still expire flows and apply reloads on packet-less time."""
+    none64 = np.zeros(0, dtype=np.int64)
+    return Batch(b"", none64, none64, none64, none64, np.zeros(0, dtype=np.int32),
+                 first_frame=first_frame, origin=origin)

@@ -19,7 +19,7 @@ from typing import Final
 
 import numpy as np
 
-from monitor.capture.batch import Batch, LinkType
+from monitor.capture.batch import Batch, LinkType, empty_batch
 from monitor.errors import CaptureError
 
 __all__ = ["LiveCapture"]
@@ -35,6 +35,8 @@ SNAPLEN: Final = 65_535
 BATCH_PACKETS: Final = 4096
 #: A batch is handed on after this long even if not full (seconds).
 BATCH_TIMEOUT: Final = 0.2
+#: On an idle link an empty batch is yielded this often (seconds).
+IDLE_SECONDS: Final = 1.0
 _CMSG_SPACE: Final = socket.CMSG_SPACE(16)
 #: Bytes received before a batch is handed on (a few hundred full-size frames).
 RECEIVE_BUFFER: Final = 16 << 20
@@ -109,6 +111,7 @@ class LiveCapture:
         # One receive buffer, reused: each batch gets a copy of the bytes it holds.
         buf = bytearray(RECEIVE_BUFFER)
         view = memoryview(buf)
+        last_yield = time.monotonic()
         while not self._stop:
             offsets = np.zeros(size, np.int64)
             caplens = np.zeros(size, np.int64)
@@ -144,6 +147,12 @@ class LiveCapture:
                         ts[n], lts[n] = stamp, linktype
                         pos += cap
                         n += 1
+            if not n:
+                if time.monotonic() - last_yield >= IDLE_SECONDS:
+                    last_yield = time.monotonic()
+                    yield empty_batch("live", self.first_frame)
+                continue
+            last_yield = time.monotonic()
             if n:
                 batch = Batch(bytes(view[:pos]), offsets[:n].copy(), caplens[:n].copy(),
                               wirelens[:n].copy(), ts[:n].copy(), lts[:n].copy(),

@@ -19,13 +19,14 @@ import mmap
 import select
 import socket
 import struct
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
 import numpy as np
 
-from monitor.capture.batch import Batch, LinkType
+from monitor.capture.batch import Batch, LinkType, empty_batch
 from monitor.capture.bpf import attach_bpf, compile_bpf
 from monitor.errors import CaptureError
 
@@ -71,6 +72,9 @@ MREQ: Final = struct.Struct("iHH8s")
 #: struct tpacket_stats_v3: tp_packets, tp_drops, tp_freeze_q_cnt.
 STATS_V3: Final = struct.Struct("3I")
 VLAN_TAG: Final = struct.Struct("!HH")
+#: On an idle link an empty batch is yielded this often (seconds), so flows still expire
+#: and reloads still apply.
+IDLE_SECONDS: Final = 1.0
 #: Longest wait in one poll, so stop() is noticed promptly (milliseconds).
 POLL_MS: Final = 200
 
@@ -208,6 +212,7 @@ class RingCapture:
         poller = select.poll()
         for r in self._rings:
             poller.register(r.sock.fileno(), select.POLLIN | select.POLLERR)
+        last_yield = time.monotonic()
         while not self._stop and self._rings:
             buf = bytearray()
             offsets: list[int] = []
@@ -219,7 +224,11 @@ class RingCapture:
                 self._drain(r, buf, offsets, caplens, wirelens, stamps, linktypes)
             if not offsets:
                 poller.poll(POLL_MS)
+                if time.monotonic() - last_yield >= IDLE_SECONDS:
+                    last_yield = time.monotonic()
+                    yield empty_batch("ring", self.first_frame)
                 continue
+            last_yield = time.monotonic()
             n = len(offsets)
             batch = Batch(buf, np.array(offsets, np.int64), np.array(caplens, np.int64),
                           np.array(wirelens, np.int64), np.array(stamps, np.int64),
