@@ -20,14 +20,11 @@ from typing import Final
 import numpy as np
 
 from monitor.capture.batch import Batch, LinkType, empty_batch
+from monitor.capture.ring import ETH_P_ALL, PACKET_OUTGOING, PACKET_STATISTICS, SOL_PACKET
 from monitor.errors import CaptureError
 
 __all__ = ["LiveCapture"]
 
-ETH_P_ALL: Final = 0x0003
-SOL_PACKET: Final = 263
-PACKET_STATISTICS: Final = 6
-PACKET_OUTGOING: Final = 4
 SO_TIMESTAMPNS: Final = 35
 #: Largest frame kept (the interface MTU is usually far below; GRO can exceed it).
 SNAPLEN: Final = 65_535
