@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from prometheus_client import CollectorRegistry
+
 from geo import GeoDatabases, GeoError, format_geo_lines
 from monitor.capture.files import CaptureReader
 from monitor.config import Config, load_config
@@ -21,7 +23,7 @@ from monitor.errors import CaptureError, ConfigError
 from monitor.eve import EveWriter
 from monitor.metrics import SinkStats
 from monitor.pipeline import Pipeline
-from monitor.sinks import build_sinks
+from monitor.sinks import AlertSink, build_sinks
 from signatures import (
     SignatureError,
     SignatureSet,
@@ -164,16 +166,7 @@ class _Metrics:
         self.registry = build_registry(self.collector)
         self.textfile = textfile
         self._next = time.monotonic() + self.TEXTFILE_INTERVAL
-        self.server = None
-        if listen is not None:
-            from prometheus_client import start_http_server
-
-            try:
-                self.server, _ = start_http_server(listen[1], listen[0],
-                                                   registry=self.registry)
-            except OSError as exc:
-                raise ConfigError(f"--metrics-listen: cannot listen on "
-                                  f"{listen[0]}:{listen[1]}: {exc.strerror}") from None
+        self.server = _serve_metrics(self.registry, listen) if listen is not None else None
 
     def tick(self) -> None:
         if self.textfile and time.monotonic() >= self._next:
@@ -189,6 +182,43 @@ class _Metrics:
     def close(self) -> None:
         if self.server is not None:
             self.server.shutdown()
+
+
+def _serve_metrics(registry: CollectorRegistry, listen: tuple[str, int]) -> Any:
+    """Serve ``registry`` on /metrics at ``listen`` (a background thread)."""
+    from prometheus_client import start_http_server
+
+    try:
+        server, _ = start_http_server(listen[1], listen[0], registry=registry)
+    except OSError as exc:
+        raise ConfigError(f"--metrics-listen: cannot listen on {listen[0]}:{listen[1]}: "
+                          f"{exc.strerror}") from None
+    return server
+
+
+def _start_sinks(config: Config, warn: Callable[[str], None]
+                 ) -> tuple[list[AlertSink], Callable[[dict[str, Any]], None]]:
+    """The alert sinks the configuration asks for, started, and the listener that feeds
+    them the alert records."""
+    sinks = build_sinks(config.alertmanager, config.syslog)
+    for sink in sinks:
+        err = getattr(sink, "error", None)
+        if err:
+            warn(f"{sink.name}: {err}")
+        sink.start()
+
+    def to_sinks(record: dict[str, Any]) -> None:
+        if record["event_type"] == "alert":
+            for sink in sinks:
+                sink.send(record)
+
+    return sinks, to_sinks
+
+
+def _close_sinks(sinks: list[AlertSink]) -> None:
+    # Whatever a sink cannot deliver in time stays in its spool for the next run.
+    for sink in sinks:
+        sink.close(timeout=SINK_CLOSE_SECONDS)
 
 
 class _Pace:
@@ -223,18 +253,7 @@ def _replay(paths: Sequence[str], config: Config, eve_target: str | None, quiet:
     # Paced replays read small batches so the pace is kept within a batch's span.
     reader = CaptureReader(paths, warn=warn, **({"batch_packets": 32} if speed else {}))
     eve = EveWriter(eve_target)
-    sinks = build_sinks(config.alertmanager, config.syslog)
-    for sink in sinks:
-        err = getattr(sink, "error", None)
-        if err:
-            warn(f"{sink.name}: {err}")
-        sink.start()
-
-    def to_sinks(record: dict[str, Any]) -> None:
-        if record["event_type"] == "alert":
-            for sink in sinks:
-                sink.send(record)
-
+    sinks, to_sinks = _start_sinks(config, warn)
     pipe = Pipeline(config, eve=eve, listeners=[*listeners, to_sinks], signatures=signatures,
                     geo=geo, evidence_dir=evidence)
     metrics = _Metrics(pipe, reader, metrics_textfile, metrics_listen,
@@ -253,9 +272,7 @@ def _replay(paths: Sequence[str], config: Config, eve_target: str | None, quiet:
     finally:
         progress.close()
         eve.close()
-        for sink in sinks:
-            # Whatever a sink cannot deliver in time stays in its spool for the next run.
-            sink.close(timeout=SINK_CLOSE_SECONDS)
+        _close_sinks(sinks)
     metrics.write()  # after the sinks closed, so their final counters are included
     wall = time.perf_counter() - t0
     if linger > 0 and metrics.server is not None:
@@ -285,28 +302,14 @@ def cmd_live(args: argparse.Namespace) -> int:
         from monitor.privileges import drop_privileges
 
         drop_privileges(args.user)  # the capture sockets are open: root is not needed
-    sinks = build_sinks(config.alertmanager, config.syslog)
-    for sink in sinks:
-        sink.start()
+    sinks, to_sinks = _start_sinks(config, lambda msg: _log("warning", message=msg))
     eve = EveWriter(args.eve)
-
-    def to_sinks(record: dict[str, Any]) -> None:
-        if record["event_type"] == "alert":
-            for sink in sinks:
-                sink.send(record)
-
     pipe = Pipeline(config, eve=eve, listeners=[to_sinks], signatures=signatures, geo=geo,
                     evidence_dir=Path(args.evidence) if args.evidence else None)
     collector = PipelineCollector(pipe, source=args.source, live=True, version=__version__,
                                   dropped=capture.dropped,
                                   sinks=lambda: {s.name: s.stats for s in sinks})
-    from prometheus_client import start_http_server
-
-    try:
-        server, _ = start_http_server(listen[1], listen[0], registry=build_registry(collector))
-    except OSError as exc:
-        raise ConfigError(f"--metrics-listen: cannot listen on {listen[0]}:{listen[1]}: "
-                          f"{exc.strerror}") from None
+    server = _serve_metrics(build_registry(collector), listen)
 
     from monitor.reload import ReloadRequest, reload_pipeline
 
@@ -341,8 +344,7 @@ def cmd_live(args: argparse.Namespace) -> int:
     finally:
         capture.close()
         eve.close()
-        for sink in sinks:
-            sink.close(timeout=SINK_CLOSE_SECONDS)
+        _close_sinks(sinks)
         server.shutdown()
     _log("stop", packets=pipe.stats.packets, flows=pipe.table.stats.flows_created,
          alerts=sum(pipe.alerts.stats.alerts.values()), dropped=capture.dropped())
