@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -31,8 +32,10 @@ def recording(path: Path, ports: list[int], iface: str = "lo") -> Iterator[Path]
     """tcpdump on ``iface`` for ``ports`` into ``path`` while the body runs."""
     tcpdump = require_tool("tcpdump")
     expr = " or ".join(f"port {p}" for p in ports)
-    proc = subprocess.Popen([tcpdump, "-i", iface, "-U", "--immediate-mode", "-s", "0", "-w",
-                             str(path), expr],
+    # --immediate-mode makes libpcap use one frame of the kernel buffer per packet, so the
+    # default 2 MB buffer overflows on a fast loopback burst: ask for 128 MiB (-B, KiB).
+    proc = subprocess.Popen([tcpdump, "-i", iface, "-U", "--immediate-mode", "-B", "131072",
+                             "-s", "0", "-w", str(path), expr],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     assert proc.stderr is not None
     deadline = time.monotonic() + 10
@@ -52,10 +55,14 @@ def recording(path: Path, ports: list[int], iface: str = "lo") -> Iterator[Path]
         time.sleep(0.3)
         proc.send_signal(signal.SIGINT)
         try:
-            proc.wait(timeout=10)
+            _, err = proc.communicate(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
-            proc.wait()
+            _, err = proc.communicate()
+        # A recording that lost packets would make every comparison with it meaningless.
+        dropped = re.search(rb"(\d+) packets? dropped by kernel", err or b"")
+        if dropped and int(dropped.group(1)):
+            raise RuntimeError(f"tcpdump dropped {dropped.group(1).decode()} packets")
 
 
 @contextlib.contextmanager
