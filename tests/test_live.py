@@ -57,9 +57,16 @@ def test_live_capture_serves_metrics_and_flushes_on_sigterm(source: str,
             for _ in range(3):
                 run([curl, "-sk", "-o", "/dev/null", "--resolve",
                      f"{NAME}:{tls_port}:127.0.0.1", f"https://{NAME}:{tls_port}/"])
-            time.sleep(1.0 if source != "tshark" else 2.0)
-            text = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics",
-                                          timeout=5).read().decode()
+            # Sources hand packets on with some latency (tshark's pipe most): wait for
+            # the three hellos, up to a bound.
+            deadline = time.monotonic() + 15
+            while True:
+                text = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics",
+                                              timeout=5).read().decode()
+                if _metric(text, 'avmon_protocol_units_total{protocol="tls"}') >= 3 \
+                        or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
             assert _metric(text, f'avmon_packets_total{{source="{source}"}}') > 0
             assert _metric(text, 'avmon_protocol_units_total{protocol="tls"}') >= 3
             assert _metric(text,
