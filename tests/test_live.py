@@ -29,6 +29,31 @@ def _metric(text: str, name: str) -> float:
     raise AssertionError(f"{name} not exposed")
 
 
+def _wait_capturing(live: subprocess.Popen[bytes], mport: int, probe_port: int,
+                    source: str) -> None:
+    """Return once the source is seeing packets: the metrics endpoint answers and a UDP
+    probe on ``probe_port`` has been counted. A source may start capturing a little after
+    the process is up (dumpcap, scapy's sniffer thread); traffic before that is missed,
+    as it would be by any capture tool."""
+    import socket
+
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics",
+                                          timeout=1).read().decode()
+            if _metric(text, f'avmon_packets_total{{source="{source}"}}') > 0:
+                return
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.sendto(b"probe", ("127.0.0.1", probe_port))
+        except OSError:
+            pass
+        if time.monotonic() > deadline or live.poll() is not None:
+            live.terminate()
+            raise AssertionError(live.communicate()[1].decode())
+        time.sleep(0.2)
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="live capture needs CAP_NET_RAW (root)")
 @pytest.mark.parametrize("source", ["ring", "socket", "tshark", "scapy"])
 def test_live_capture_serves_metrics_and_flushes_on_sigterm(source: str,
@@ -36,24 +61,16 @@ def test_live_capture_serves_metrics_and_flushes_on_sigterm(source: str,
     curl = require_tool("curl")
     if source == "tshark":
         require_tool("tshark")
-    tls_port, mport = free_port(), free_port()
+    tls_port, mport, probe_port = free_port(), free_port(), free_port()
     eve = tmp_path / "eve.json"
     with tls_server(tls_port, tmp_path):
         live = subprocess.Popen(
             [sys.executable, "-m", "monitor.cli", "live", "-i", "lo", "--source", source,
              "--eve", str(eve), "--metrics-listen", f"127.0.0.1:{mport}",
-             "--bpf", f"tcp port {tls_port}"],
+             "--bpf", f"tcp port {tls_port} or udp port {probe_port}"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=1)
-                    break
-                except OSError:
-                    if time.monotonic() > deadline or live.poll() is not None:
-                        raise AssertionError(live.stderr.read().decode()) from None
-                    time.sleep(0.1)
+            _wait_capturing(live, mport, probe_port, source)
             for _ in range(3):
                 run([curl, "-sk", "-o", "/dev/null", "--resolve",
                      f"{NAME}:{tls_port}:127.0.0.1", f"https://{NAME}:{tls_port}/"])

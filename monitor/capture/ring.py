@@ -213,7 +213,12 @@ class RingCapture:
         for r in self._rings:
             poller.register(r.sock.fileno(), select.POLLIN | select.POLLERR)
         last_yield = time.monotonic()
-        while not self._stop and self._rings:
+        while self._rings:
+            stopping = self._stop
+            if stopping:
+                # Packets in a block the kernel has not retired yet are handed over at
+                # the block timeout: wait for it once, so a stop loses nothing captured.
+                time.sleep(self.block_timeout_ms / 1000 + 0.01)
             buf = bytearray()
             offsets: list[int] = []
             caplens: list[int] = []
@@ -223,6 +228,8 @@ class RingCapture:
             for r in self._rings:
                 self._drain(r, buf, offsets, caplens, wirelens, stamps, linktypes)
             if not offsets:
+                if stopping:
+                    return
                 poller.poll(POLL_MS)
                 if time.monotonic() - last_yield >= IDLE_SECONDS:
                     last_yield = time.monotonic()
@@ -237,6 +244,8 @@ class RingCapture:
             self.first_frame += n
             self.packets_read += n
             yield batch
+            if stopping:
+                return
 
     @staticmethod
     def _drain(r: _Ring, buf: bytearray, offsets: list[int], caplens: list[int],
