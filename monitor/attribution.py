@@ -12,6 +12,7 @@ vendor, product and purpose.
 
 from __future__ import annotations
 
+import bisect
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Final
@@ -109,8 +110,19 @@ class DnsCache:
                 self.evictions += 1
         else:
             self._entries.move_to_end(key)
-            names[:] = [n for n in names if n.qname != qname]
-        names.append(DnsName(qname, chain, now_ns, now_ns + ttl_ns))
+            for old in names:
+                if old.qname == qname:
+                    if old.seen_ns > now_ns:
+                        return  # a later answer for the name is already here
+                    names.remove(old)
+                    break
+        # Kept in the order the answers were seen, whatever order they arrive in (other
+        # workers' answers may come late): the result never depends on who parsed what.
+        entry = DnsName(qname, chain, now_ns, now_ns + ttl_ns)
+        if not names or names[-1].seen_ns <= now_ns:
+            names.append(entry)
+        else:
+            names.insert(bisect.bisect_right([n.seen_ns for n in names], now_ns), entry)
         if len(names) > self.max_names:
             del names[0]
             self.names_dropped += 1

@@ -8,6 +8,8 @@ be read).
 from __future__ import annotations
 
 import argparse
+import functools
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -297,6 +299,8 @@ def cmd_live(args: argparse.Namespace) -> int:
     listen = parse_listen(args.metrics_listen, args.metrics_public)
     signatures = _open_signatures(config)
     geo = _open_geo(config, auto_reload=GEO_RELOAD_SECONDS)
+    if args.workers > 1:
+        return _live_workers(args, config, listen, signatures, geo)
     capture = _open_live_source(args)
     if args.user:
         from monitor.privileges import drop_privileges
@@ -351,6 +355,121 @@ def cmd_live(args: argparse.Namespace) -> int:
     return 0
 
 
+def _live_workers(args: argparse.Namespace, config: Config, listen: tuple[str, int],
+                  signatures: SignatureSet, geo: GeoDatabases) -> int:
+    """``avmon live --workers N``: N processes on one PACKET_FANOUT_HASH group per
+    interface (see monitor.workers); this process writes EVE, feeds the sinks and serves
+    the summed metrics."""
+    from monitor.capture.ring import RingCapture, ring_geometry
+    from monitor.metrics import MergedCollector, build_registry
+    from monitor.workers import run_workers
+
+    if args.source != "ring":
+        raise ConfigError("--workers needs --source ring (PACKET_FANOUT)")
+    group = os.getpid() & 0xFFFF
+
+    def make_ring(index: int) -> RingCapture:
+        return RingCapture(args.interface, bpf=args.bpf, promisc=args.promisc,
+                           fanout_group=group, **ring_geometry(args.ring_mb))
+
+    def opened() -> None:
+        if args.user:
+            from monitor.privileges import drop_privileges
+
+            drop_privileges(args.user)  # every ring is open: root is not needed
+
+    work = functools.partial(_live_worker, args, config, signatures, geo)
+    sinks, to_sinks = _start_sinks(config, lambda msg: _log("warning", message=msg))
+    eve = EveWriter(args.eve)
+    snapshots: dict[int, list[Any]] = {}
+    collector = MergedCollector(lambda: [snapshots[i] for i in sorted(snapshots)],
+                                sinks=lambda: {s.name: s.stats for s in sinks})
+    server = _serve_metrics(build_registry(collector), listen)
+    totals = {"packets": 0, "flows": 0, "alerts": 0, "dropped": 0}
+
+    def on_message(index: int, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        if kind == "records":
+            for record in message[1]:
+                eve.write(record)
+                to_sinks(record)
+            eve.flush()
+        elif kind == "metrics":
+            snapshots[index] = message[1]
+        elif kind == "stop":
+            for key, value in message[1].items():
+                totals[key] += value
+
+    _log("start", interfaces=args.interface, source=args.source, workers=args.workers,
+         metrics=f"http://{listen[0]}:{listen[1]}/metrics")
+    try:
+        code = run_workers(args.workers, make_ring, work, on_message, _log,
+                           opened=opened)
+    finally:
+        eve.close()
+        _close_sinks(sinks)
+        server.shutdown()
+    _log("stop", **totals)
+    return code
+
+
+def _live_worker(args: argparse.Namespace, config: Config, signatures: SignatureSet,
+                 geo: GeoDatabases, index: int, ring: Any, exchange: Any,
+                 conn: Any) -> int:
+    """One ``--workers`` process: its ring, its pipeline, DNS names shared."""
+    import signal
+
+    from monitor import __version__
+    from monitor.metrics import PipelineCollector
+    from monitor.reload import ReloadRequest, reload_pipeline
+    from monitor.workers import Outbox, SharedDnsCache, WorkerDns
+
+    cache = SharedDnsCache()
+    dns = WorkerDns(exchange, index, cache)
+    out = Outbox(conn)
+    pipe = Pipeline(config, listeners=[out], signatures=signatures, geo=geo,
+                    evidence_dir=Path(args.evidence) if args.evidence else None,
+                    dns_cache=cache, dns_complete=dns.complete)
+    collector = PipelineCollector(pipe, source="ring", live=True, version=__version__,
+                                  dropped=ring.dropped)
+    reload = ReloadRequest()
+    signal.signal(signal.SIGTERM, lambda signum, frame: ring.stop())
+    signal.signal(signal.SIGHUP, lambda signum, frame: reload.request())
+    # On an idle link the ring may still hold packets up to two block timeouts old.
+    idle_lag_ns = 2 * ring.block_timeout_ms * 1_000_000
+    try:
+        for batch in ring:
+            if reload.pending():
+                result = reload_pipeline(pipe, args.config,
+                                         geo_auto_reload_seconds=GEO_RELOAD_SECONDS)
+                if result.ok:
+                    _log("reload", worker=index, changed=list(result.changed))
+                else:
+                    collector.config_reload_errors += 1
+                    _log("reload_rejected", worker=index, error=result.message)
+            dns.take_in()
+            if len(batch):
+                pipe.process(batch)
+                dns.publish(int(batch.ts_ns.max()))
+            else:
+                now = time.time_ns()
+                pipe.tick(now)
+                dns.publish(now - idle_lag_ns)
+            out.send(lambda: list(collector.collect()))
+        dns.publish(2**63 - 1)
+        dns.take_in()
+        pipe.finish()
+        out.send(lambda: list(collector.collect()), force_metrics=True)
+        conn.send(("stop", {"packets": pipe.stats.packets,
+                            "flows": pipe.table.stats.flows_created,
+                            "alerts": sum(pipe.alerts.stats.alerts.values()),
+                            "dropped": ring.dropped()}))
+    finally:
+        dns.close()
+        ring.close()
+    return 0
+
+
 def _log(event: str, **fields: Any) -> None:
     """A structured log line on standard error (one JSON object per line)."""
     import json
@@ -362,9 +481,10 @@ def _log(event: str, **fields: Any) -> None:
 def _open_live_source(args: argparse.Namespace) -> Any:
     """The capture source ``--source`` names, open on ``--interface``."""
     if args.source == "ring":
-        from monitor.capture.ring import RingCapture
+        from monitor.capture.ring import RingCapture, ring_geometry
 
-        return RingCapture(args.interface, bpf=args.bpf, promisc=args.promisc)
+        return RingCapture(args.interface, bpf=args.bpf, promisc=args.promisc,
+                           **ring_geometry(args.ring_mb))
     if args.source == "socket":
         from monitor.capture.live import LiveCapture
 
@@ -478,14 +598,22 @@ def cmd_signatures(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive(text: str) -> float:
+def _above_zero(text: str, convert: Callable[[str], Any], what: str) -> Any:
     try:
-        value = float(text)
+        value = convert(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+        raise argparse.ArgumentTypeError(f"'{text}' is not {what}") from None
     if value <= 0:
         raise argparse.ArgumentTypeError("must be greater than 0")
     return value
+
+
+def _positive_int(text: str) -> int:
+    return int(_above_zero(text, int, "a whole number"))
+
+
+def _positive(text: str) -> float:
+    return float(_above_zero(text, float, "a number"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -539,6 +667,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--user", metavar="USER",
                    help="drop to USER once the capture is open (needs only CAP_NET_RAW "
                         "before that)")
+    p.add_argument("--ring-mb", type=_positive_int, default=256, metavar="MB",
+                   help="memory of each TPACKET_V3 ring (--source ring; per interface and "
+                        "worker), default 256: a burst longer than the ring holds is "
+                        "dropped by the kernel and counted")
+    p.add_argument("--workers", type=_positive_int, default=1, metavar="N",
+                   help="worker processes sharing the link by flow (PACKET_FANOUT_HASH; "
+                        "--source ring); default 1")
     p.set_defaults(func=cmd_live)
 
     p = sub.add_parser("demo", help="replay the bundled demo capture and print its alerts")

@@ -26,7 +26,8 @@ from monitor.decode import Undecoded
 if TYPE_CHECKING:
     from monitor.pipeline import Pipeline
 
-__all__ = ["METRIC_NAMES", "AvAccounting", "PipelineCollector", "SinkStats", "build_registry"]
+__all__ = ["METRIC_NAMES", "AvAccounting", "MergedCollector", "PipelineCollector", "SinkStats",
+           "build_registry", "sink_families"]
 
 PROTOCOLS: Final = ("dns", "tls", "quic", "http", "ip")
 PARSE_REASONS: Final = ("truncated", "trailing_data", "limit", "bad_value", "malformed",
@@ -255,24 +256,7 @@ class PipelineCollector(Collector):
         m.add_metric([], sum(al.allowed.values()))
         yield m
 
-        sinks = self.sinks()
-        sent = CounterMetricFamily("avmon_alert_sink_sent", "Alerts delivered by a sink.",
-                                   labels=["sink"])
-        errs = CounterMetricFamily("avmon_alert_sink_errors", "Sink delivery failures.",
-                                   labels=["sink"])
-        queue = GaugeMetricFamily("avmon_alert_sink_queue_length",
-                                  "Alerts waiting in a sink's queue.", labels=["sink"])
-        spool = GaugeMetricFamily("avmon_alert_spool_bytes",
-                                  "Bytes in a sink's on-disk spool.", labels=["sink"])
-        for name, s in sorted(sinks.items()):
-            sent.add_metric([name], s.sent)
-            errs.add_metric([name], s.errors)
-            queue.add_metric([name], s.queue_length)
-            spool.add_metric([name], s.spool_bytes)
-        yield sent
-        yield errs
-        yield queue
-        yield spool
+        yield from sink_families(self.sinks())
 
         sigs = p.signatures
         m = GaugeMetricFamily("avmon_signatures_info", "The loaded signature set.",
@@ -315,6 +299,75 @@ class PipelineCollector(Collector):
         for key in list(self.pipe.av.flows):
             if key not in seen:
                 yield key
+
+
+def sink_families(sinks: dict[str, SinkStats]) -> list[Metric]:
+    """The alert sinks' metric families."""
+    sent = CounterMetricFamily("avmon_alert_sink_sent", "Alerts delivered by a sink.",
+                               labels=["sink"])
+    errs = CounterMetricFamily("avmon_alert_sink_errors", "Sink delivery failures.",
+                               labels=["sink"])
+    queue = GaugeMetricFamily("avmon_alert_sink_queue_length",
+                              "Alerts waiting in a sink's queue.", labels=["sink"])
+    spool = GaugeMetricFamily("avmon_alert_spool_bytes",
+                              "Bytes in a sink's on-disk spool.", labels=["sink"])
+    for name, s in sorted(sinks.items()):
+        sent.add_metric([name], s.sent)
+        errs.add_metric([name], s.errors)
+        queue.add_metric([name], s.queue_length)
+        spool.add_metric([name], s.spool_bytes)
+    return [sent, errs, queue, spool]
+
+
+#: Families that describe the whole sensor rather than add up over workers (every worker
+#: loads the same signatures, geo data and configuration): merged with max, not sum.
+SHARED_FAMILIES: Final = frozenset({
+    "avmon_build_info", "avmon_last_packet_timestamp_seconds",
+    "avmon_processing_lag_seconds", "avmon_signatures_info", "avmon_signature_vendors",
+    "avmon_geo_database_build_timestamp_seconds", "avmon_geo_reload_errors",
+    "avmon_config_reload_errors",
+})
+_SINK_FAMILIES: Final = frozenset({"avmon_alert_sink_sent", "avmon_alert_sink_errors",
+                                   "avmon_alert_sink_queue_length", "avmon_alert_spool_bytes"})
+
+
+class MergedCollector(Collector):
+    """The metrics of several worker processes as one sensor's: each worker's latest
+    snapshot (its collector's families) summed per series, or the max for
+    :data:`SHARED_FAMILIES`; the sinks' families come from this process."""
+
+    def __init__(self, snapshots: Callable[[], list[list[Metric]]],
+                 sinks: Callable[[], dict[str, SinkStats]] = dict) -> None:
+        self.snapshots = snapshots
+        self.sinks = sinks
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        merged: dict[str, tuple[Metric, dict[tuple[str, tuple[tuple[str, str], ...]],
+                                              float]]] = {}
+        for families in self.snapshots():
+            for fam in families:
+                if fam.name in _SINK_FAMILIES:
+                    continue
+                if fam.name not in merged:
+                    merged[fam.name] = (Metric(fam.name, fam.documentation, fam.type), {})
+                values = merged[fam.name][1]
+                shared = fam.name in SHARED_FAMILIES
+                for sample in fam.samples:
+                    key = (sample.name, tuple(sorted(sample.labels.items())))
+                    if key not in values:
+                        values[key] = sample.value
+                    elif shared:
+                        values[key] = max(values[key], sample.value)
+                    else:
+                        values[key] += sample.value
+        for metric, values in merged.values():
+            for (name, labels), value in values.items():
+                metric.add_sample(name, dict(labels), value)
+            yield metric
+        yield from sink_families(self.sinks())
 
 
 def build_registry(collector: Collector) -> CollectorRegistry:

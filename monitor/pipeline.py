@@ -7,6 +7,7 @@ pipeline owns no I/O of its own: records go to the sinks it is given.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,10 @@ from signatures import SignatureSet, load_signature_set
 __all__ = ["Pipeline", "PipelineStats", "avmon_object"]
 
 _REASONS: Final = [r for r in Undecoded if r != Undecoded.OK]
+#: Longest a flow waits for other workers' DNS answers before it is judged anyway.
+WAIT_SECONDS: Final = 3.0
+#: Flows that may wait at once; beyond it flows are judged without waiting.
+MAX_WAITING_FLOWS: Final = 100_000
 
 
 @dataclass(slots=True)
@@ -52,7 +57,8 @@ class Pipeline:
                  signatures: SignatureSet | None = None, geo: GeoLookup | None = None,
                  evidence_dir: Path | None = None, dns_cache: DnsCache | None = None,
                  timeouts: FlowTimeouts | None = None, max_flows: int | None = None,
-                 community_id_seed: int | None = None) -> None:
+                 community_id_seed: int | None = None,
+                 dns_complete: Callable[[int], bool] | None = None) -> None:
         self.config = config if config is not None else load_config(None)
         cfg = self.config
         self.eve = eve or EveWriter(None)
@@ -76,6 +82,11 @@ class Pipeline:
         self.av = AvAccounting()
         #: Live AV flows whose egress bytes are still being counted.
         self._av_flows: dict[int, Flow] = {}
+        #: With several workers, another worker may hold the DNS answer that names a flow:
+        #: ``dns_complete(t)`` says whether every answer seen before capture time ``t`` has
+        #: reached this worker's cache. Unnamed flows wait (bounded) until it has.
+        self.dns_complete = dns_complete
+        self._waiting: dict[int, tuple[Flow, int, int, float]] = {}
 
     def process(self, batch: Batch) -> None:
         n = len(batch)
@@ -111,12 +122,14 @@ class Pipeline:
         self.alerts.after_batch(batch, assigned)
         for flow in self._av_flows.values():
             self._count_egress(flow)
+        self.settle_waiting()
         self.table.expire()
         self.eve.flush()
 
     def tick(self, now_ns: int) -> None:
         """Time passes without packets (an idle live link): expire flows as of ``now_ns``."""
         self.table.now_ns = max(self.table.now_ns, now_ns)
+        self.settle_waiting()
         self.table.expire()
         self.eve.flush()
 
@@ -155,12 +168,22 @@ class Pipeline:
             self.av.egress_bytes[key] = self.av.egress_bytes.get(key, 0) + delta
             flow.ext["av_counted"] = flow.bytes_toserver
 
-    def _flow_settled(self, flow: Flow, ts_ns: int, frame: int) -> None:
+    def _flow_settled(self, flow: Flow, ts_ns: int, frame: int, final: bool = False) -> None:
         """Policy judges a flow once its identification is complete (the ClientHello,
         request head or Initial was read, or the flow turned out to be none of these),
         so the alert carries the best indicator, whatever the batch boundaries."""
+        if "judged" in flow.ext:
+            return
+        if "attr" not in flow.ext and "fact_at" in flow.ext:
+            if self.dns_complete is not None and not final \
+                    and not self.dns_complete(flow.first_ns) \
+                    and len(self._waiting) < MAX_WAITING_FLOWS:
+                if id(flow) not in self._waiting:
+                    self._waiting[id(flow)] = (flow, ts_ns, frame, time.monotonic())
+                return
+            self.on_facts(flow)  # a DNS answer may have arrived since the flow opened
         attr: Attribution | None = flow.ext.get("attr")
-        if attr is None or "judged" in flow.ext:
+        if attr is None:
             return
         flow.ext["judged"] = True
         v = attr.vendor
@@ -187,7 +210,10 @@ class Pipeline:
         self.stats.flows_ended += 1
         # A flow that never settled (no payload, or a hello that never completed) is
         # judged on what is known at its end.
-        self._flow_settled(flow, flow.last_ns, flow.first_frame)
+        waiting = self._waiting.pop(id(flow), None)
+        if waiting is not None:
+            self._flow_settled(flow, waiting[1], waiting[2], final=True)
+        self._flow_settled(flow, flow.last_ns, flow.first_frame, final=True)
         self.alerts.flow_ended(flow)
         if self._av_flows.pop(id(flow), None) is not None:
             self._count_egress(flow)
@@ -206,6 +232,17 @@ class Pipeline:
                 avmon["geo"] = flow.ext["geo"]
             rec["avmon"] = avmon
         self.emit(rec)
+
+    def settle_waiting(self) -> None:
+        """Judge the flows that waited for other workers' DNS answers, once those answers
+        are in (or after ``WAIT_SECONDS`` at most)."""
+        if not self._waiting or self.dns_complete is None:
+            return
+        now = time.monotonic()
+        for key, (flow, ts_ns, frame, since) in list(self._waiting.items()):
+            if self.dns_complete(flow.first_ns) or now - since > WAIT_SECONDS:
+                del self._waiting[key]
+                self._flow_settled(flow, ts_ns, frame, final=True)
 
     def finish(self) -> None:
         """End of input: write out every open flow."""

@@ -18,6 +18,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Self
 
+import pytest
+
+from monitor.dissect import DNS_PORTS
 from tests.tshark_oracle import require_tool
 
 
@@ -114,17 +117,23 @@ class DnsServer:
     record is followed by the resolver-style chain in the answer section.
     """
 
-    def __init__(self, port: int, answers: dict[str, list[tuple[str, str]]]) -> None:
+    def __init__(self, port: int, answers: dict[str, list[tuple[str, str]]],
+                 host: str = "127.0.0.1") -> None:
         self.port = port
         self.answers = answers
         self._stop = threading.Event()
         self._udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self._udp.bind(("127.0.0.1", port))
-        self._udp.settimeout(0.2)
         self._tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._tcp.bind(("127.0.0.1", port))
+        try:
+            self._udp.bind((host, port))
+            self._tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self._tcp.bind((host, port))
+        except OSError:
+            self._udp.close()
+            self._tcp.close()
+            raise
         self._tcp.listen(8)
+        self._udp.settimeout(0.2)
         self._tcp.settimeout(0.2)
         self._threads = [threading.Thread(target=self._serve_udp, daemon=True),
                          threading.Thread(target=self._serve_tcp, daemon=True)]
@@ -289,3 +298,20 @@ def _relay(src: socket.socket, dst: socket.socket) -> None:
             dst.sendall(data)
     with contextlib.suppress(OSError):
         dst.shutdown(socket.SHUT_WR)
+
+
+@contextlib.contextmanager
+def dns_server(answers: dict[str, list[tuple[str, str]]],
+               host: str = "127.0.0.1") -> Iterator[DnsServer]:
+    """A DnsServer on ``host`` and a port avmon dissects as DNS (53, else 5353 or 5355)."""
+    last: OSError | None = None
+    for port in sorted(DNS_PORTS):
+        try:
+            server = DnsServer(port, answers, host)
+        except OSError as exc:
+            last = exc
+            continue
+        with server:
+            yield server
+        return
+    pytest.skip(f"no DNS port free on {host}: {last}")

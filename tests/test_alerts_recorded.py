@@ -42,8 +42,6 @@ import socket
 import ssl
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -52,13 +50,12 @@ import pytest
 
 from geo import GeoDatabases
 from monitor.config import load_config
-from monitor.dissect import DNS_PORTS
 from monitor.flow.communityid import PROTO_TCP, community_id
 from tests.helpers import flows, replay
 from tests.recorder import (
     ConnectProxy,
-    DnsServer,
     ThreadedServer,
+    dns_server,
     recording,
     self_signed_cert,
 )
@@ -146,46 +143,6 @@ class TlsHttpServer(ThreadedServer):
             self.bodies.append(len(body))
             tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\n"
                         b"ok\n")
-
-
-class DnsServerAt(DnsServer):
-    """tests.recorder.DnsServer bound to another loopback address."""
-
-    def __init__(self, host: str, port: int, answers: dict[str, list[tuple[str, str]]]) -> None:
-        self.port = port
-        self.answers = answers
-        self._stop = threading.Event()
-        self._udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self._tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            self._udp.bind((host, port))
-            self._tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            self._tcp.bind((host, port))
-        except OSError:
-            self._udp.close()
-            self._tcp.close()
-            raise
-        self._tcp.listen(8)
-        self._udp.settimeout(0.2)
-        self._tcp.settimeout(0.2)
-        self._threads = [threading.Thread(target=self._serve_udp, daemon=True),
-                         threading.Thread(target=self._serve_tcp, daemon=True)]
-
-
-@contextlib.contextmanager
-def dns_server_at(host: str) -> Iterator[DnsServerAt]:
-    """A DnsServerAt on a port avmon dissects as DNS (53, else 5353 or 5355)."""
-    last: OSError | None = None
-    for port in sorted(DNS_PORTS):
-        try:
-            server = DnsServerAt(host, port, DNS_ANSWERS)
-        except OSError as exc:
-            last = exc
-            continue
-        with server:
-            yield server
-        return
-    pytest.skip(f"no DNS port free on {host}: {last}")
 
 
 # ---------------------------------------------------------------------- helpers
@@ -290,7 +247,7 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     pcap = d / "loopback.pcap"
     out: dict[str, Any] = {"pcap": pcap}
     with TlsHttpServer(KAS, d) as kas, TlsHttpServer(ESET, d) as eset, \
-            ConnectProxy(PROXY, (KAS, kas.port)) as proxy, dns_server_at(DNS) as dns, \
+            ConnectProxy(PROXY, (KAS, kas.port)) as proxy, dns_server(DNS_ANSWERS, DNS) as dns, \
             recording(pcap, [kas.port, eset.port, proxy.port, dns.port]):
 
         def resolve(name: str) -> str:

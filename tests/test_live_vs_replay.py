@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from tests.helpers import replay
-from tests.recorder import DnsServer, free_port, recording, run, tls_server
+from tests.recorder import dns_server, free_port, recording, run, tls_server
 from tests.tshark_oracle import require_tool
 
 pytestmark = [pytest.mark.slow,
@@ -38,13 +38,14 @@ def _config(tmp: Path, sigdir: Path) -> Path:
 
 
 class Live:
-    def __init__(self, tmp: Path, config: Path, source: str) -> None:
+    def __init__(self, tmp: Path, config: Path, source: str, workers: int = 1) -> None:
         self.eve = tmp / f"live-{source}.json"
         self.mport = free_port()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "monitor.cli", "live", "-i", "lo", "--source", source,
              "-c", str(config), "--eve", str(self.eve), "--metrics-listen",
-             f"127.0.0.1:{self.mport}"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+             f"127.0.0.1:{self.mport}", "--workers", str(workers)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -94,27 +95,85 @@ def _summary(records: list[dict[str, Any]], ports: set[int]) -> dict[str, Any]:
     return {"flows": flows, "names": names, "alerts": alerts}
 
 
-@pytest.mark.parametrize("source", ["ring", "socket"])
-def test_live_equals_replay(source: str, tmp_path: Path) -> None:
+#: Names resolved by DNS, each to its own loopback address, then reached by a plain TCP
+#: connection that carries no name of its own: only the DNS answer names the flow.
+DNS_ONLY = {f"ds{k}.kaspersky-labs.com": f"127.0.0.{10 + k}" for k in range(8)}
+
+
+def _drive_dns_only(dns_port: int, tcp_port: int) -> None:
+    import socket
+
+    dig = require_tool("dig")
+    for name, addr in DNS_ONLY.items():
+        run([dig, "@127.0.0.1", "-p", str(dns_port), name, "A"])
+        with socket.create_connection((addr, tcp_port), timeout=5) as conn:
+            conn.sendall(b"avmon test payload, no name in it\n")
+            conn.recv(100)
+
+
+class _Echo:
+    """Plain TCP servers on each DNS_ONLY address: read a line, answer, close."""
+
+    def __init__(self, port: int) -> None:
+        import socket
+        import threading
+
+        self.socks = []
+        for addr in DNS_ONLY.values():
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((addr, port))
+            s.listen(4)
+            self.socks.append(s)
+            threading.Thread(target=self._serve, args=(s,), daemon=True).start()
+
+    @staticmethod
+    def _serve(s: Any) -> None:
+        while True:
+            try:
+                conn, _ = s.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(100)
+                conn.sendall(b"ok\n")
+
+    def close(self) -> None:
+        for s in self.socks:
+            s.close()
+
+
+@pytest.mark.parametrize(("source", "workers"), [("ring", 1), ("socket", 1), ("ring", 2)])
+def test_live_equals_replay(source: str, workers: int, tmp_path: Path) -> None:
+    """The same records live and replayed; with two workers too, where a flow and the
+    DNS answer that names it often reach different workers."""
     sigdir = tmp_path / "sigs"
     shutil.copytree(ROOT / "signatures" / "vendors", sigdir)
     config = _config(tmp_path, sigdir)
-    tls_port = free_port()
+    tls_port, tcp_port = free_port(), free_port()
     answers = {n: [("A", "127.0.0.1")] for n in NAMES}
-    with tls_server(tls_port, tmp_path), DnsServer(free_port(), answers) as dns:
-        live = Live(tmp_path, config, source)
-        pcap = tmp_path / "same.pcap"
-        with recording(pcap, [tls_port, dns.port]):
-            _drive(tls_port, dns.port)
-            time.sleep(1.0)
-        rc, err = live.stop()
+    answers.update({n: [("A", a)] for n, a in DNS_ONLY.items()})
+    echo = _Echo(tcp_port)
+    try:
+        with tls_server(tls_port, tmp_path), dns_server(answers) as dns:
+            live = Live(tmp_path, config, source, workers)
+            pcap = tmp_path / "same.pcap"
+            with recording(pcap, [tls_port, dns.port, tcp_port]):
+                _drive(tls_port, dns.port)
+                _drive_dns_only(dns.port, tcp_port)
+                time.sleep(1.0)
+            rc, err = live.stop()
+    finally:
+        echo.close()
     assert rc == 0, err
     from monitor.config import load_config
 
     replayed, _ = replay([pcap], tmp_path, config=load_config(config))
-    ports = {tls_port, dns.port}
+    ports = {tls_port, dns.port, tcp_port}
     got, want = _summary(live.records(), ports), _summary(replayed, ports)
     assert want["flows"] and want["alerts"] and want["names"]
+    dns_named = [a for a in want["alerts"] if a[2] == "dns"]
+    assert sorted(a[3] for a in dns_named) == sorted(DNS_ONLY)
     assert got == want
 
 

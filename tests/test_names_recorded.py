@@ -16,17 +16,16 @@ import socket
 import ssl
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from monitor.dissect import DNS_PORTS
 from tests.helpers import flows, replay
 from tests.recorder import (
     ConnectProxy,
-    DnsServer,
+    dns_server,
     free_port,
     http_server,
     recording,
@@ -125,22 +124,6 @@ def split_hello_client(port: int, sni: str, chunk: int = 48) -> int:
             while data := sock.recv(65536):
                 incoming.write(data)
         return len(hello)
-
-
-@contextlib.contextmanager
-def dns_server(answers: dict[str, list[tuple[str, str]]]) -> Iterator[DnsServer]:
-    """A DnsServer on a port avmon dissects as DNS (53, else 5353 or 5355)."""
-    last: OSError | None = None
-    for port in sorted(DNS_PORTS):
-        try:
-            server = DnsServer(port, answers)
-        except OSError as exc:
-            last = exc
-            continue
-        with server:
-            yield server
-        return
-    pytest.skip(f"no DNS port free on 127.0.0.1: {last}")
 
 
 # ------------------------------------------------------------------- TLS clients

@@ -30,7 +30,7 @@ from monitor.capture.batch import Batch, LinkType, empty_batch
 from monitor.capture.bpf import attach_bpf, compile_bpf
 from monitor.errors import CaptureError
 
-__all__ = ["RingCapture"]
+__all__ = ["RingCapture", "ring_geometry"]
 
 ETH_P_ALL: Final = 0x0003
 SOL_PACKET: Final = 263
@@ -40,6 +40,9 @@ PACKET_RX_RING: Final = 5
 PACKET_STATISTICS: Final = 6
 PACKET_VERSION: Final = 10
 TPACKET_V3: Final = 2
+PACKET_FANOUT: Final = 18
+PACKET_FANOUT_HASH: Final = 0
+PACKET_FANOUT_FLAG_DEFRAG: Final = 0x8000
 PACKET_MR_PROMISC: Final = 1
 #: sll_pkttype of a packet this host sent.
 PACKET_OUTGOING: Final = 4
@@ -97,12 +100,23 @@ class _Ring:
         self.view = memoryview(self.ring)
 
 
+def ring_geometry(megabytes: int) -> dict[str, int]:
+    """Block size and count for a ring of ``megabytes``: 4 MiB blocks, or at least eight
+    smaller ones (whole pages) for a small ring."""
+    total = megabytes << 20
+    block = 1 << 22
+    if total < 8 * block:
+        block = max(total // 8 // mmap.PAGESIZE * mmap.PAGESIZE, mmap.PAGESIZE)
+    return {"block_size": block, "block_count": max(total // block, 1)}
+
+
 class RingCapture:
     """Batches from one or more interfaces (``"any"`` for all of them) via TPACKET_V3."""
 
     def __init__(self, interfaces: Sequence[str], *, bpf: str | None = None,
                  promisc: bool = False, block_size: int = 1 << 22, block_count: int = 64,
-                 frame_size: int = 1 << 11, block_timeout_ms: int = 100) -> None:
+                 frame_size: int = 1 << 11, block_timeout_ms: int = 100,
+                 fanout_group: int | None = None) -> None:
         if block_size % mmap.PAGESIZE or block_size <= 0:
             raise CaptureError(f"ring block size must be a multiple of {mmap.PAGESIZE}")
         if block_count <= 0 or frame_size <= 0 or block_size % frame_size:
@@ -113,6 +127,8 @@ class RingCapture:
         self.frame_size = frame_size
         self.block_timeout_ms = block_timeout_ms
         self.promisc = promisc
+        #: PACKET_FANOUT group id (one per interface: this plus the interface's index).
+        self.fanout_group = fanout_group
         self.packets_read = 0
         self.first_frame = 1
         self._stop = False
@@ -127,8 +143,8 @@ class RingCapture:
             programs = {kind: compile_bpf(bpf, kind) for kind in sorted(kinds)}
         name = ""
         try:
-            for name in interfaces:
-                self._rings.append(self._open(name, programs))
+            for index, name in enumerate(interfaces):
+                self._rings.append(self._open(name, programs, index))
         except PermissionError:
             self.close()
             raise CaptureError("live capture needs CAP_NET_RAW (run as root, or grant the "
@@ -140,7 +156,7 @@ class RingCapture:
             self.close()
             raise
 
-    def _open(self, name: str, programs: dict[str, bytes]) -> _Ring:
+    def _open(self, name: str, programs: dict[str, bytes], index: int) -> _Ring:
         if name == "any":
             kind, ifname, linktype, loopback = socket.SOCK_DGRAM, "", LinkType.RAW, False
             program = programs.get("RAW")
@@ -170,6 +186,12 @@ class RingCapture:
             if self.promisc and ifname:
                 mreq = MREQ.pack(socket.if_nametoindex(ifname), PACKET_MR_PROMISC, 0, b"")
                 sock.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP, mreq)
+            if self.fanout_group is not None:
+                # Flow-symmetric hash (both directions of a flow reach the same socket);
+                # fragments reassembled first so they follow their flow.
+                group = (self.fanout_group + index) & 0xFFFF
+                mode = PACKET_FANOUT_HASH | PACKET_FANOUT_FLAG_DEFRAG
+                sock.setsockopt(SOL_PACKET, PACKET_FANOUT, struct.pack("I", group | mode << 16))
             sock.setblocking(False)
         except BaseException:
             sock.close()
