@@ -178,6 +178,9 @@ class AlertEngine:
     def counts_at(self, flow: Flow, frame: int) -> tuple[int, int, int, int]:
         """The flow's counters (packets/bytes to server/client) up to and including
         ``frame``: the flow table has already counted the whole batch."""
+        pinned: tuple[int, tuple[int, int, int, int]] | None = flow.ext.get("counts_at")
+        if pinned is not None and pinned[0] == frame:
+            return pinned[1]  # taken when the flow settled, before it waited for a name
         pts, ptc = flow.pkts_toserver, flow.pkts_toclient
         bts, btc = flow.bytes_toserver, flow.bytes_toclient
         if self.context is None:

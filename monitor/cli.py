@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from prometheus_client import CollectorRegistry
+from prometheus_client.registry import Collector
 
 from geo import GeoDatabases, GeoError, format_geo_lines
 from monitor.capture.files import CaptureReader
 from monitor.config import Config, load_config
 from monitor.errors import CaptureError, ConfigError
 from monitor.eve import EveWriter
-from monitor.metrics import SinkStats
 from monitor.pipeline import Pipeline
 from monitor.sinks import AlertSink, build_sinks
 from signatures import (
@@ -71,34 +71,190 @@ class _Progress:
             self.bar.close()
 
 
-def _summary(out: TextIO, reader: CaptureReader, pipe: Pipeline, wall: float,
-             eve_target: str | None) -> None:
-    st = pipe.stats
-    rate = st.packets / wall if wall > 0 else 0.0
+def _totals(pipe: Pipeline) -> dict[str, Any]:
+    """What a replay's summary reports about one pipeline (summed over workers)."""
+    st, ts = pipe.stats, pipe.table.stats
+    return {"packets": st.packets, "bytes": st.bytes, "first_ns": st.first_ns,
+            "last_ns": st.last_ns, "flows": ts.flows_created, "evicted": ts.flows_evicted,
+            "tunnelled": st.tunnelled_packets, "undecoded": dict(st.undecoded),
+            "fragments": ts.fragments_unattributed, "av_flows": sum(pipe.av.flows.values()),
+            "alerts": sum(pipe.alerts.stats.alerts.values())}
+
+
+def _add_totals(into: dict[str, Any], more: dict[str, Any]) -> None:
+    for key, value in more.items():
+        if key == "first_ns":
+            if value and (not into.get(key) or value < into[key]):
+                into[key] = value
+        elif key == "last_ns":
+            into[key] = max(into.get(key, 0), value)
+        elif isinstance(value, dict):
+            sub = into.setdefault(key, {})
+            for k, v in value.items():
+                sub[k] = sub.get(k, 0) + v
+        else:
+            into[key] = into.get(key, 0) + value
+
+
+def _summary(out: TextIO, reader: CaptureReader, t: dict[str, Any], wall: float,
+             eve_target: str | None, records: int, workers: int = 1) -> None:
+    rate = t["packets"] / wall if wall > 0 else 0.0
     mbps = reader.total_bytes / wall / 1e6 if wall > 0 else 0.0
-    span = (st.last_ns - st.first_ns) / 1e9 if st.packets else 0.0
+    span = (t["last_ns"] - t["first_ns"]) / 1e9 if t["packets"] else 0.0
     lines = [
-        f"avmon replay: {len(reader.files)} file(s), {st.packets:,} packets, "
-        f"{st.bytes:,} bytes, {span:,.1f} s of traffic",
-        f"  processed in {wall:.2f} s: {rate:,.0f} packets/s, {mbps:,.1f} MB/s",
-        f"  flows: {pipe.table.stats.flows_created:,} created, "
-        f"{pipe.table.stats.flows_evicted:,} evicted (table full), "
-        f"{st.tunnelled_packets:,} tunnelled packets decapsulated",
+        f"avmon replay: {len(reader.files)} file(s), {t['packets']:,} packets, "
+        f"{t['bytes']:,} bytes, {span:,.1f} s of traffic",
+        f"  processed in {wall:.2f} s: {rate:,.0f} packets/s, {mbps:,.1f} MB/s"
+        + (f" ({workers} workers)" if workers > 1 else ""),
+        f"  flows: {t['flows']:,} created, {t['evicted']:,} evicted (table full), "
+        f"{t['tunnelled']:,} tunnelled packets decapsulated",
     ]
-    undecoded = {k: v for k, v in st.undecoded.items() if v}
+    undecoded = {k: v for k, v in t["undecoded"].items() if v}
     if undecoded:
         lines.append("  not decoded: " + ", ".join(f"{k} {v:,}" for k, v in undecoded.items()))
-    frag = pipe.table.stats.fragments_unattributed
-    if frag:
-        lines.append(f"  IP fragments not attributed to a flow: {frag:,}")
+    if t["fragments"]:
+        lines.append(f"  IP fragments not attributed to a flow: {t['fragments']:,}")
     for path, offset, _msg in reader.damaged:
         lines.append(f"  damaged: {path} at offset {offset} (read up to the damage)")
-    av = sum(pipe.av.flows.values())
-    alerts = sum(pipe.alerts.stats.alerts.values())
-    lines.append(f"  AV flows: {av:,}; alerts: {alerts:,}")
+    lines.append(f"  AV flows: {t['av_flows']:,}; alerts: {t['alerts']:,}")
     if eve_target:
-        lines.append(f"  EVE records: {pipe.eve.records:,} -> {eve_target}")
+        lines.append(f"  EVE records: {records:,} -> {eve_target}")
     print("\n".join(lines), file=out)
+
+
+#: Below this much capture, one process is quicker than starting workers.
+WORKERS_MIN_BYTES = 256 << 20
+
+
+def _default_workers(paths: Sequence[str]) -> int:
+    """The cores available for a large input, else 1."""
+    total = 0
+    for path in paths:
+        p = Path(path)
+        files = [f for f in p.rglob("*") if f.is_file()] if p.is_dir() else [p]
+        for f in files:
+            try:
+                total += f.stat().st_size
+            except OSError:
+                continue
+    if total < WORKERS_MIN_BYTES:
+        return 1
+    return max(len(os.sched_getaffinity(0)), 1)
+
+
+def _replay_workers(paths: Sequence[str], config: Config, signatures: SignatureSet,
+                    geo: GeoDatabases, eve_target: str | None, quiet: bool,
+                    listeners: Sequence[Callable[[dict[str, Any]], None]],
+                    summary_out: TextIO | None, evidence: Path | None,
+                    metrics_textfile: str | None, metrics_listen: tuple[str, int] | None,
+                    linger: float, workers: int) -> int:
+    """``avmon replay --workers N``: every worker reads the input and takes the packets
+    whose address pair hashes to it (whole flows); DNS names are shared as in live
+    capture, with each worker at most one batch ahead of the others and flows waiting
+    for names as long as needed, so the records are those of one process (in another
+    order). This process writes EVE, feeds the sinks and sums the metrics."""
+    from monitor.metrics import MergedCollector
+    from monitor.workers import run_workers
+
+    def warn(msg: str) -> None:
+        print(f"avmon: warning: {msg}", file=sys.stderr)
+
+    reader = CaptureReader(paths, warn=warn)  # for the summary: files, sizes, damage
+    eve = EveWriter(eve_target)
+    sinks, to_sinks = _start_sinks(config, warn)
+    snapshots: dict[int, list[Any]] = {}
+    metrics = _Metrics(MergedCollector(lambda: [snapshots[i] for i in sorted(snapshots)],
+                                       sinks=lambda: {s.name: s.stats for s in sinks}),
+                       metrics_textfile, metrics_listen)
+    totals: dict[str, Any] = {}
+    damaged: list[tuple[Path, int, str]] = []
+
+    def on_message(index: int, message: tuple[Any, ...]) -> None:
+        if message[0] == "records":
+            for record in message[1]:
+                eve.write(record)
+                to_sinks(record)
+                for listener in listeners:
+                    listener(record)
+            metrics.tick()
+        elif message[0] == "metrics":
+            snapshots[index] = message[1]
+        elif message[0] == "stop":
+            _add_totals(totals, message[1])
+            if index == 0:
+                damaged.extend(message[2])
+
+    work = functools.partial(_replay_worker, paths, config, signatures, geo, evidence,
+                             workers)
+    t0 = time.perf_counter()
+    try:
+        code = run_workers(workers, lambda i: None, work, on_message,
+                           lambda event, **f: warn(str(f.get("message", event))))
+    finally:
+        eve.close()
+        _close_sinks(sinks)
+    metrics.write()
+    wall = time.perf_counter() - t0
+    if linger > 0 and metrics.server is not None:
+        time.sleep(linger)
+    metrics.close()
+    if code != 0:
+        return 1
+    reader.damaged.extend(damaged)
+    if not quiet:
+        _summary(summary_out or sys.stderr, reader, totals, wall, eve_target, eve.records,
+                 workers)
+    if totals.get("packets", 0) == 0 and damaged:
+        print("avmon: error: no packets could be read", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _replay_worker(paths: Sequence[str], config: Config, signatures: SignatureSet,
+                   geo: GeoDatabases, evidence: Path | None, workers: int, index: int,
+                   _source: None, exchange: Any, conn: Any) -> int:
+    """One ``replay --workers`` process."""
+    from monitor import __version__
+    from monitor.metrics import PipelineCollector
+    from monitor.workers import END, Outbox, SharedDnsCache, WorkerDns
+
+    def warn(msg: str) -> None:
+        if index == 0:  # every worker reads every file; one reports the damage
+            print(f"avmon: warning: {msg}", file=sys.stderr)
+
+    reader = CaptureReader(paths, warn=warn)
+    cache = SharedDnsCache()
+    dns = WorkerDns(exchange, index, cache)
+    out = Outbox(conn)
+    pipe = Pipeline(config, listeners=[out], signatures=signatures, geo=geo,
+                    evidence_dir=evidence, dns_cache=cache,
+                    dns_complete=lambda flow: dns.complete(flow.first_frame),
+                    partition=(index, workers))
+    pipe.wait_seconds = None  # wait as long as it takes: the other workers get there
+    collector = PipelineCollector(pipe, source="replay", version=__version__,
+                                  damaged=lambda: len(reader.damaged) if index == 0 else 0)
+    snapshot = lambda: list(collector.collect())  # noqa: E731
+    # Watermarks are frame numbers: every worker reads the same frames, and one process
+    # would have seen every answer in a frame before a flow's first.
+    behind = 0
+    try:
+        for batch in reader:
+            # At most one batch ahead of every other worker: waiting flows stay few.
+            dns.wait_complete(behind)
+            dns.take_in()
+            pipe.process(batch)
+            behind = batch.first_frame + len(batch) - 1
+            dns.publish(behind)
+            out.send(snapshot)
+        dns.publish(END)
+        dns.wait_complete(END)
+        pipe.settle_waiting()
+        pipe.finish()
+        out.send(snapshot, force_metrics=True)
+        conn.send(("stop", _totals(pipe), list(reader.damaged)))
+    finally:
+        dns.close()
+    return 0
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -109,7 +265,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return _replay(paths, config, args.eve, args.quiet,
                    evidence=Path(args.evidence) if args.evidence else None,
                    metrics_textfile=args.metrics_textfile, metrics_listen=listen,
-                   linger=args.metrics_linger, speed=args.speed)
+                   linger=args.metrics_linger, speed=args.speed, workers=args.workers)
 
 
 def _open_geo(config: Config, auto_reload: float | None = None) -> GeoDatabases:
@@ -156,16 +312,11 @@ class _Metrics:
     #: A long replay rewrites its textfile this often (wall-clock seconds).
     TEXTFILE_INTERVAL = 30.0
 
-    def __init__(self, pipe: Pipeline, reader: CaptureReader, textfile: str | None,
-                 listen: tuple[str, int] | None,
-                 sinks: Callable[[], dict[str, SinkStats]] = dict) -> None:
-        from monitor import __version__
-        from monitor.metrics import PipelineCollector, build_registry
+    def __init__(self, collector: Collector, textfile: str | None,
+                 listen: tuple[str, int] | None) -> None:
+        from monitor.metrics import build_registry
 
-        self.collector = PipelineCollector(pipe, source="replay", version=__version__,
-                                           damaged=lambda: len(reader.damaged),
-                                           sinks=sinks)
-        self.registry = build_registry(self.collector)
+        self.registry = build_registry(collector)
         self.textfile = textfile
         self._next = time.monotonic() + self.TEXTFILE_INTERVAL
         self.server = _serve_metrics(self.registry, listen) if listen is not None else None
@@ -246,20 +397,33 @@ def _replay(paths: Sequence[str], config: Config, eve_target: str | None, quiet:
             listeners: Sequence[Callable[[dict[str, Any]], None]] = (),
             summary_out: TextIO | None = None, evidence: Path | None = None,
             metrics_textfile: str | None = None, metrics_listen: tuple[str, int] | None = None,
-            linger: float = 0.0, speed: float | None = None) -> int:
+            linger: float = 0.0, speed: float | None = None, workers: int | None = 1) -> int:
     def warn(msg: str) -> None:
         print(f"avmon: warning: {msg}", file=sys.stderr)
 
+    from monitor import __version__
+    from monitor.metrics import PipelineCollector
+
     signatures = _open_signatures(config)
     geo = _open_geo(config)
+    if workers is None:
+        workers = _default_workers(paths) if speed is None else 1
+    if workers > 1:
+        if speed is not None:
+            raise ConfigError("--speed replays in one process: leave out --workers")
+        return _replay_workers(paths, config, signatures, geo, eve_target, quiet, listeners,
+                               summary_out, evidence, metrics_textfile, metrics_listen,
+                               linger, workers)
     # Paced replays read small batches so the pace is kept within a batch's span.
     reader = CaptureReader(paths, warn=warn, **({"batch_packets": 32} if speed else {}))
     eve = EveWriter(eve_target)
     sinks, to_sinks = _start_sinks(config, warn)
     pipe = Pipeline(config, eve=eve, listeners=[*listeners, to_sinks], signatures=signatures,
                     geo=geo, evidence_dir=evidence)
-    metrics = _Metrics(pipe, reader, metrics_textfile, metrics_listen,
-                       sinks=lambda: {s.name: s.stats for s in sinks})
+    metrics = _Metrics(PipelineCollector(pipe, source="replay", version=__version__,
+                                         damaged=lambda: len(reader.damaged),
+                                         sinks=lambda: {s.name: s.stats for s in sinks}),
+                       metrics_textfile, metrics_listen)
     progress = _Progress(reader, enabled=not quiet and sys.stderr.isatty())
     t0 = time.perf_counter()
     pace = _Pace(speed) if speed else None
@@ -281,7 +445,8 @@ def _replay(paths: Sequence[str], config: Config, eve_target: str | None, quiet:
         time.sleep(linger)
     metrics.close()
     if not quiet:
-        _summary(summary_out or sys.stderr, reader, pipe, wall, eve_target)
+        _summary(summary_out or sys.stderr, reader, _totals(pipe), wall, eve_target,
+                 eve.records)
     if pipe.stats.packets == 0 and reader.damaged:
         print("avmon: error: no packets could be read", file=sys.stderr)
         return 1
@@ -429,7 +594,7 @@ def _live_worker(args: argparse.Namespace, config: Config, signatures: Signature
     out = Outbox(conn)
     pipe = Pipeline(config, listeners=[out], signatures=signatures, geo=geo,
                     evidence_dir=Path(args.evidence) if args.evidence else None,
-                    dns_cache=cache, dns_complete=dns.complete)
+                    dns_cache=cache, dns_complete=lambda flow: dns.complete(flow.first_ns))
     collector = PipelineCollector(pipe, source="ring", live=True, version=__version__,
                                   dropped=ring.dropped)
     reload = ReloadRequest()
@@ -641,6 +806,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--speed", type=_positive, metavar="FACTOR",
                    help="pace the replay at FACTOR times capture time (default: as fast "
                         "as possible)")
+    p.add_argument("--workers", type=_positive_int, default=None, metavar="N",
+                   help="processes sharing the work by flow (default: the cores available "
+                        "for 256 MB of input or more, else 1)")
     p.add_argument("-q", "--quiet", action="store_true",
                    help="no progress bar and no summary (for scripts)")
     p.set_defaults(func=cmd_replay)

@@ -114,8 +114,12 @@ class Dissector:
                  name_info: Callable[[str], dict[str, Any] | None] = lambda name: None,
                  on_new_flow: Callable[[Flow], None] = lambda flow: None,
                  on_settled: Callable[[Flow, int, int], None] = lambda flow, t, frame: None,
+                 hold: Callable[[Flow, dict[str, Any]], bool] = lambda flow, rec: False,
                  ) -> None:
         self.emit = emit
+        #: Asked before a flow's record is written: True keeps it back (the pipeline
+        #: writes it once the flow's name is settled).
+        self.hold = hold
         #: Called with (flow, time, frame) when a flow stops being inspected: what it
         #: carries is known, so policy can judge it once, on its best indicator.
         self.on_settled = on_settled
@@ -136,6 +140,11 @@ class Dissector:
         self.on_facts(flow)
 
     # -- candidate selection (vectorised) --------------------------------------------
+    def emit_for(self, flow: Flow, rec: dict[str, Any]) -> None:
+        """Write a record about ``flow`` (unless the pipeline holds it back)."""
+        if not self.hold(flow, rec):
+            self.emit(with_attr(rec, flow))
+
     def process(self, batch: Batch, cols: Columns, assign: Assignment) -> None:
         flows = assign.flows
         if not flows:
@@ -338,7 +347,7 @@ class Dissector:
             rec["tls"] = tls
             flow.ext["app_proto"] = "tls"
             self._found(flow, "sni", ch.sni, t, frame)
-            self.emit(_with_attr(rec, flow))
+            self.emit_for(flow, rec)
 
     def _emit_http(self, flow: Flow, head: httpp.HttpRequestHead, frame: int, t: int) -> None:
         rec = flow_header(flow, "http", t)
@@ -409,7 +418,7 @@ class Dissector:
         rec["quic"] = quic
         flow.ext["app_proto"] = "quic"
         self._found(flow, "quic", ch.sni, t, frame)
-        self.emit(_with_attr(rec, flow))
+        self.emit_for(flow, rec)
 
     def _gquic(self, flow: Flow, payload: memoryview, frame: int, t: int,
                first_error: ParseError | None) -> None:
@@ -435,7 +444,7 @@ class Dissector:
         rec["quic"] = quic
         flow.ext["app_proto"] = "quic"
         self._found(flow, "quic", chlo.sni, t, frame)
-        self.emit(_with_attr(rec, flow))
+        self.emit_for(flow, rec)
 
     # -- DNS -----------------------------------------------------------------------
     def _dns(self, flow: Flow, payload: memoryview, to_server: bool, frame: int,
@@ -520,7 +529,8 @@ def _quic_version(version: int) -> str:
     return {1: "1", 0x6B3343CF: "2"}.get(version, f"{version:08x}")
 
 
-def _with_attr(rec: dict[str, Any], flow: Flow) -> dict[str, Any]:
+def with_attr(rec: dict[str, Any], flow: Flow) -> dict[str, Any]:
+    """``rec`` with the flow's ``avmon`` attribution, if it has one."""
     attr = flow.ext.get("eve_avmon")
     if attr:
         rec["avmon"] = attr

@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
+import numpy.typing as npt
 
 from monitor.alerts import AlertEngine, EvidenceWriter, GeoLookup
 from monitor.attribution import Attribution, DnsCache, attribute
 from monitor.capture.batch import Batch
 from monitor.config import Config, load_config
-from monitor.decode import Proto, Undecoded, decode_all
-from monitor.dissect import DNS_PORTS, Dissector
+from monitor.decode import Columns, Proto, Undecoded, decode_all
+from monitor.dissect import DNS_PORTS, Dissector, with_attr
 from monitor.eve import EveWriter, flow_record
 from monitor.flow.table import Assignment, Flow, FlowTable, FlowTimeouts
 from monitor.metrics import AvAccounting
@@ -58,7 +59,8 @@ class Pipeline:
                  evidence_dir: Path | None = None, dns_cache: DnsCache | None = None,
                  timeouts: FlowTimeouts | None = None, max_flows: int | None = None,
                  community_id_seed: int | None = None,
-                 dns_complete: Callable[[int], bool] | None = None) -> None:
+                 dns_complete: Callable[[Flow], bool] | None = None,
+                 partition: tuple[int, int] | None = None) -> None:
         self.config = config if config is not None else load_config(None)
         cfg = self.config
         self.eve = eve or EveWriter(None)
@@ -75,7 +77,7 @@ class Pipeline:
             community_id_seed=cfg.community_id_seed if community_id_seed is None
             else community_id_seed, on_continue=self._flow_continued)
         self.dissector = Dissector(self.emit, self.dns_cache, self.on_facts, self.name_info,
-                                   self._flow_opened, self._flow_settled)
+                                   self._flow_opened, self._flow_settled, self._hold)
         self.evidence = EvidenceWriter(evidence_dir) if evidence_dir is not None else None
         self.alerts = AlertEngine(cfg, self.emit, geo, self.evidence)
         self.stats = PipelineStats()
@@ -83,22 +85,38 @@ class Pipeline:
         #: Live AV flows whose egress bytes are still being counted.
         self._av_flows: dict[int, Flow] = {}
         #: With several workers, another worker may hold the DNS answer that names a flow:
-        #: ``dns_complete(t)`` says whether every answer seen before capture time ``t`` has
-        #: reached this worker's cache. Unnamed flows wait (bounded) until it has.
+        #: ``dns_complete(flow)`` says whether every answer seen before the flow began has
+        #: reached this worker's cache. Flows wait (bounded) until it has.
         self.dns_complete = dns_complete
+        #: Longest a flow waits for them (wall-clock seconds); None: until they come (a
+        #: replay, where every worker gets there and the result must not depend on speed).
+        self.wait_seconds: float | None = WAIT_SECONDS
+        #: Flows waiting to be judged, and flows that ended while waiting (their records
+        #: wait too): id -> (flow, settle time, settle frame, wall-clock since).
         self._waiting: dict[int, tuple[Flow, int, int, float]] = {}
+        self._ended: dict[int, tuple[Flow, int, int, float]] = {}
+        #: (this worker, workers): only packets whose address pair hashes to this worker
+        #: are processed (every packet of a flow, fragments and tunnels included, has the
+        #: same outer address pair).
+        self.partition = partition
 
     def process(self, batch: Batch) -> None:
         n = len(batch)
         if n == 0:
             return
         st = self.stats
+        layers = decode_all(batch)
+        if self.partition is not None:
+            owned = _owned(layers[0], *self.partition)
+            layers = [cols.take(owned[cols.index]) for cols in layers]
+            n = len(layers[0])
+            st.bytes += int(batch.wirelens[layers[0].index].sum())
+        else:
+            st.bytes += int(batch.wirelens.sum())
         st.packets += n
-        st.bytes += int(batch.wirelens.sum())
         if not st.first_ns:
             st.first_ns = int(batch.ts_ns[0])
         st.last_ns = max(st.last_ns, int(batch.ts_ns[-1]))
-        layers = decode_all(batch)
         reasons = np.bincount(layers[0].reason, minlength=len(Undecoded))
         for r in _REASONS:
             st.undecoded[r.label] += int(reasons[r])
@@ -123,6 +141,8 @@ class Pipeline:
         for flow in self._av_flows.values():
             self._count_egress(flow)
         self.settle_waiting()
+        # The clock is the batch's, even where this worker owned none of its packets.
+        self.table.now_ns = max(self.table.now_ns, int(batch.ts_ns[-1]))
         self.table.expire()
         self.eve.flush()
 
@@ -174,14 +194,16 @@ class Pipeline:
         so the alert carries the best indicator, whatever the batch boundaries."""
         if "judged" in flow.ext:
             return
-        if "attr" not in flow.ext and "fact_at" in flow.ext:
-            if self.dns_complete is not None and not final \
-                    and not self.dns_complete(flow.first_ns) \
+        if "fact_at" in flow.ext and _unnamed(flow):
+            if not final and self._name_may_come(flow) \
                     and len(self._waiting) < MAX_WAITING_FLOWS:
                 if id(flow) not in self._waiting:
+                    flow.ext["counts_at"] = (frame, self.alerts.counts_at(flow, frame))
                     self._waiting[id(flow)] = (flow, ts_ns, frame, time.monotonic())
                 return
             self.on_facts(flow)  # a DNS answer may have arrived since the flow opened
+        for rec in flow.ext.pop("held", ()):
+            self.emit(with_attr(rec, flow))
         attr: Attribution | None = flow.ext.get("attr")
         if attr is None:
             return
@@ -197,6 +219,22 @@ class Pipeline:
             self._av_flows[id(flow)] = flow
         self.alerts.check(flow, attr, ts_ns, frame)
 
+    def _name_may_come(self, flow: Flow) -> bool:
+        """Another worker may still send the DNS answer that names ``flow``."""
+        return self.dns_complete is not None and not self.dns_complete(flow)
+
+    def _hold(self, flow: Flow, rec: dict[str, Any]) -> bool:
+        """Keep back a record of a flow whose name may still come from another worker;
+        it is written, with the name, when the flow is judged."""
+        if self.dns_complete is None or "judged" in flow.ext or "fact_at" not in flow.ext \
+                or not _unnamed(flow):
+            return False
+        if self._name_may_come(flow):
+            flow.ext.setdefault("held", []).append(rec)
+            return True
+        self.on_facts(flow)  # the answer may have come in since the flow opened
+        return False
+
     def name_info(self, name: str) -> dict[str, Any] | None:
         """The ``avmon`` object for a DNS name that matches a vendor signature."""
         m = self.signatures.match_name(name)
@@ -207,10 +245,19 @@ class Pipeline:
                 "jurisdictions": [{"code": m.jurisdiction, "basis": "vendor"}]}
 
     def _flow_ended(self, flow: Flow) -> None:
+        waiting = self._waiting.pop(id(flow), None)
+        if "fact_at" in flow.ext and _unnamed(flow) and len(self._ended) < MAX_WAITING_FLOWS \
+                and self._name_may_come(flow):
+            # Its name may still come from another worker: the record waits with it.
+            self._ended[id(flow)] = waiting or (flow, flow.last_ns, flow.first_frame,
+                                                time.monotonic())
+            return
+        self._end(flow, waiting)
+
+    def _end(self, flow: Flow, waiting: tuple[Flow, int, int, float] | None) -> None:
         self.stats.flows_ended += 1
         # A flow that never settled (no payload, or a hello that never completed) is
         # judged on what is known at its end.
-        waiting = self._waiting.pop(id(flow), None)
         if waiting is not None:
             self._flow_settled(flow, waiting[1], waiting[2], final=True)
         self._flow_settled(flow, flow.last_ns, flow.first_frame, final=True)
@@ -233,21 +280,58 @@ class Pipeline:
             rec["avmon"] = avmon
         self.emit(rec)
 
-    def settle_waiting(self) -> None:
-        """Judge the flows that waited for other workers' DNS answers, once those answers
-        are in (or after ``WAIT_SECONDS`` at most)."""
-        if not self._waiting or self.dns_complete is None:
+    def settle_waiting(self, force: bool = False) -> None:
+        """Judge the flows that waited for other workers' DNS answers once those answers
+        are in (or after ``wait_seconds``), and write the records of those that ended."""
+        if self.dns_complete is None or not (self._waiting or self._ended):
             return
         now = time.monotonic()
+        limit = self.wait_seconds
+
+        def ready(flow: Flow, since: float) -> bool:
+            return force or (limit is not None and now - since > limit) \
+                or bool(self.dns_complete and self.dns_complete(flow))
+
         for key, (flow, ts_ns, frame, since) in list(self._waiting.items()):
-            if self.dns_complete(flow.first_ns) or now - since > WAIT_SECONDS:
+            if ready(flow, since):
                 del self._waiting[key]
                 self._flow_settled(flow, ts_ns, frame, final=True)
+        for key, entry in list(self._ended.items()):
+            if ready(entry[0], entry[3]):
+                del self._ended[key]
+                self._end(entry[0], entry)
 
     def finish(self) -> None:
         """End of input: write out every open flow."""
         self.table.flush()
+        self.settle_waiting(force=True)
         self.eve.flush()
+
+
+def _unnamed(flow: Flow) -> bool:
+    """No name for the flow yet (at most an address or fingerprint match): a DNS answer
+    may still name it."""
+    attr: Attribution | None = flow.ext.get("attr")
+    return attr is None or attr.server_name is None
+
+
+def _owned(cols: Columns, index: int, workers: int) -> npt.NDArray[np.bool_]:
+    """Per packet of the batch: does its outer address pair hash to worker ``index``?
+    Symmetric (XOR of the two addresses), so both directions go to the same worker;
+    packets without addresses go to worker 0."""
+    key = _mix_pair(cols.src_hi ^ cols.dst_hi, cols.src_lo ^ cols.dst_lo)
+    worker = np.where(cols.reason == 0, key % np.uint64(workers), np.uint64(0))
+    owned = np.zeros(int(cols.index.max()) + 1 if len(cols) else 0, dtype=np.bool_)
+    owned[cols.index] = worker == np.uint64(index)
+    return owned
+
+
+def _mix_pair(a: npt.NDArray[np.uint64], b: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
+    with np.errstate(over="ignore"):
+        h = a * np.uint64(0x9E3779B97F4A7C15) ^ b
+        h ^= h >> np.uint64(31)
+        h *= np.uint64(0xBF58476D1CE4E5B9)
+        return h ^ (h >> np.uint64(29))
 
 
 def avmon_object(attr: Attribution) -> dict[str, Any]:

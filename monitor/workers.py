@@ -8,9 +8,10 @@ pipeline (flow table, dissectors, attribution, policy) on them.
 A flow's name often comes from a DNS answer that another worker saw. Every worker sends
 the (client, address, name) entries its DNS answers produce to every other worker, and
 publishes a watermark: the capture time up to which it has processed and sent its
-answers. A worker judges a flow that has no name of its own only once every other
-worker's watermark has passed the flow's start (or after ``WAIT_SECONDS``), so the
-flow's naming does not depend on which worker parsed the answer.
+answers (``avmon replay --workers`` uses frame numbers instead: every worker reads the
+same frames). A worker judges a flow only once every other worker's watermark has passed
+the flow's start (live: or after ``WAIT_SECONDS``), so the flow's naming does not depend
+on which worker parsed the answer.
 
 The parent process owns the outputs: it writes the EVE file, feeds the alert sinks and
 serves /metrics, summing the workers' metric snapshots. Signals go to the parent and are
@@ -33,13 +34,16 @@ from typing import Any, Final
 
 from monitor.attribution import DnsCache
 
-__all__ = ["DnsExchange", "SharedDnsCache", "WorkerDns"]
+__all__ = ["END", "DnsExchange", "Outbox", "SharedDnsCache", "WorkerDns", "run_workers"]
 
 #: Entries from other workers held before this worker takes them in; beyond it they are
 #: dropped and counted (a worker far behind would otherwise grow without bound).
 MAX_INBOX: Final = 200_000
 #: How often a worker sends its metrics to the parent (seconds).
 METRICS_SECONDS: Final = 1.0
+
+#: A watermark past any capture time: the worker has sent everything.
+END: Final = 2**63 - 1
 
 DnsEntry = tuple[bytes, bytes, str, tuple[str, ...], int, int]
 
@@ -135,7 +139,8 @@ class WorkerDns:
             marks[self.index] = watermark_ns
 
     def complete(self, ts_ns: int) -> bool:
-        """Has every other worker sent its answers seen up to capture time ``ts_ns``?"""
+        """Has every other worker sent its answers seen up to ``ts_ns`` (capture time, or
+        frame number in a replay)?"""
         ex = self.exchange
         n = ex.workers
         others = [j for j in range(n) if j != self.index]
@@ -151,28 +156,34 @@ class WorkerDns:
 
     def finish(self) -> None:
         """This worker is done: it holds nobody up any more."""
-        self.exchange.watermarks[self.index] = 2**63 - 1
+        self.exchange.watermarks[self.index] = END
+
+    def wait_complete(self, ts_ns: int) -> None:
+        """Block until :meth:`complete` holds for ``ts_ns`` (replay: the others get there)."""
+        while not self.complete(ts_ns):
+            time.sleep(0.001)
 
     def close(self) -> None:
         self.exchange.inboxes[self.index].put(None)
 
 
-def run_workers(count: int, make_ring: Callable[[int], Any],
+def run_workers(count: int, make_source: Callable[[int], Any],
                 worker: Callable[[int, Any, DnsExchange, Connection], int],
                 on_message: Callable[[int, tuple[Any, ...]], None],
                 log: Callable[..., None], opened: Callable[[], None] = lambda: None) -> int:
-    """Open ``count`` rings (still privileged), call ``opened`` (to drop privileges),
-    fork one worker per ring
+    """Open ``count`` sources (rings, still privileged; None where a worker opens its
+    own), call ``opened`` (to drop privileges), fork one worker per source
     and relay its messages to ``on_message`` until every worker has ended. Signals sent
     to this process are passed on. Returns 0 if every worker ended cleanly, else 1."""
     ctx = multiprocessing.get_context("fork")
     rings: list[Any] = []
     try:
         for i in range(count):
-            rings.append(make_ring(i))
+            rings.append(make_source(i))
     except BaseException:
         for ring in rings:
-            ring.close()
+            if ring is not None:
+                ring.close()
         raise
     opened()
     exchange = DnsExchange(count, ctx)
@@ -203,7 +214,8 @@ def run_workers(count: int, make_ring: Callable[[int], Any],
         if stopping:  # a stop that came while forking reaches this worker too
             os.kill(proc.pid, signal.SIGTERM)  # type: ignore[arg-type]
     for ring in rings:
-        ring.close()  # the workers hold their own mappings now
+        if ring is not None:
+            ring.close()  # the workers hold their own mappings now
     failed = False
     open_conns = dict(conns)
     while open_conns:
