@@ -1,0 +1,123 @@
+"""The DNS fast path (common messages decoded straight from the wire) gives exactly what
+the full dnspython path gives: the same message, or the same error, on generated messages,
+their bit flips and truncations, and the corpus."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import dns.edns
+import dns.flags
+import dns.message
+import dns.opcode
+import dns.rrset
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import monitor.parsers.dns as dnsp
+from monitor.errors import ParseError
+
+DATA = Path(__file__).parent / "data" / "dns"
+
+LABEL = st.text(alphabet="abcXYZ019-_*\\. @\x01", min_size=1, max_size=12)
+NAME = st.lists(LABEL, min_size=1, max_size=4).map(
+    lambda labels: ".".join(label.replace("\\", "\\\\").replace(".", "\\.") for label in labels)
+    + ".")
+TTL = st.sampled_from([0, 1, 300, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF])
+RDATA = st.one_of(
+    st.tuples(st.just("A"), st.ip_addresses(v=4).map(str)),
+    st.tuples(st.just("AAAA"), st.ip_addresses(v=6).map(str)),
+    st.tuples(st.sampled_from(["CNAME", "NS", "PTR", "DNAME"]), NAME),
+    st.tuples(st.just("MX"), NAME.map(lambda n: f"10 {n}")),
+    st.tuples(st.just("TXT"), st.just('"v=spf1 -all"')),
+    st.tuples(st.just("SOA"), st.just("ns. host. 1 2 3 4 5")),
+)
+RR = st.tuples(NAME, TTL, st.sampled_from(["IN", "IN", "IN", "CH"]), RDATA)
+
+
+@contextmanager
+def _full_path_only() -> Iterator[None]:
+    fast = dnsp._fast_parse
+    dnsp._fast_parse = lambda wire, frame: None  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        dnsp._fast_parse = fast  # type: ignore[assignment]
+
+
+def _outcome(wire: bytes) -> object:
+    try:
+        return dnsp.parse_dns_message(wire)
+    except ParseError as exc:
+        return type(exc)
+
+
+def _same(wire: bytes) -> None:
+    got = _outcome(wire)
+    with _full_path_only():
+        want = _outcome(wire)
+    assert got == want, wire.hex()
+
+
+@st.composite
+def messages(draw: st.DrawFn) -> bytes:
+    qname = draw(NAME)
+    query = dns.message.make_query(qname, draw(st.sampled_from(["A", "AAAA", "HTTPS"])),
+                                   use_edns=draw(st.sampled_from([None, 0])))
+    if draw(st.booleans()) and query.edns >= 0:
+        query.use_edns(0, options=[dns.edns.GenericOption(draw(st.integers(8, 20)), b"x")])
+    msg = dns.message.make_response(query) if draw(st.booleans()) else query
+    msg.set_opcode(draw(st.sampled_from([dns.opcode.QUERY, dns.opcode.QUERY,
+                                         dns.opcode.NOTIFY])))
+    for section in (msg.answer, msg.authority):
+        for owner, ttl, rdclass, (rdtype, rdata) in draw(st.lists(RR, max_size=4)):
+            try:
+                section.append(dns.rrset.from_text(owner, ttl, rdclass, rdtype, rdata))
+            except Exception:  # noqa: BLE001 - a combination dnspython will not build
+                continue
+    try:
+        return bytes(msg.to_wire())
+    except Exception:  # noqa: BLE001
+        return bytes(query.to_wire())
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(messages())
+def test_generated_messages(wire: bytes) -> None:
+    _same(wire)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(messages(), st.integers(0, 10_000), st.integers(0, 7))
+def test_bit_flips_and_truncations(wire: bytes, where: int, bit: int) -> None:
+    flipped = bytearray(wire)
+    flipped[where % len(wire)] ^= 1 << bit
+    _same(bytes(flipped))
+    _same(wire[: where % (len(wire) + 1)])
+
+
+def test_corpus_messages() -> None:
+    seen = 0
+    for path in sorted(DATA.glob("*.bin")):
+        data = path.read_bytes()
+        for cut in range(len(data) + 1):
+            _same(data[:cut])
+            seen += 1
+    assert seen > 100
+
+
+def test_fast_path_takes_the_common_response() -> None:
+    query = dns.message.make_query("ds.kaspersky-labs.com", "A", use_edns=0)
+    resp = dns.message.make_response(query)
+    resp.answer.append(dns.rrset.from_text("ds.kaspersky-labs.com.", 60, "IN", "CNAME",
+                                           "ds.geo.kaspersky-labs.com."))
+    resp.answer.append(dns.rrset.from_text("ds.geo.kaspersky-labs.com.", 60, "IN", "A",
+                                           "77.74.176.61"))
+    wire = resp.to_wire()
+    frame = dnsp._frame(wire)
+    fast = dnsp._fast_parse(wire, frame)
+    assert fast is not None
+    assert [a.rdata for a in fast[1]] == ["ds.geo.kaspersky-labs.com", "77.74.176.61"]
+    _same(wire)
