@@ -12,6 +12,8 @@ protocol and reason, and the flow is left alone.
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -508,9 +510,8 @@ class _Overflow(ParseError):
     reason = "limit"
 
 
+@functools.lru_cache(maxsize=65536)
 def _packed(text: str) -> bytes:
-    import ipaddress
-
     return ipaddress.ip_address(text).packed
 
 

@@ -8,6 +8,7 @@ a reader (or a crash) never sees half a record. Timestamps are packet time.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 import sys
 from typing import IO, Any, Final
@@ -35,8 +36,13 @@ def proto_name(proto: int) -> str:
 def eve_time(ns: int) -> str:
     """Suricata's timestamp format: ``2026-11-28T00:13:50.123456+0000`` (UTC)."""
     secs, rem = divmod(ns, 10**9)
-    t = dt.datetime.fromtimestamp(secs, tz=dt.timezone.utc)
-    return f"{t:%Y-%m-%dT%H:%M:%S}.{rem // 1000:06d}+0000"
+    return f"{_second_text(secs)}.{rem // 1000:06d}+0000"
+
+
+@functools.lru_cache(maxsize=4096)
+def _second_text(secs: int) -> str:
+    """The date and time of a second (records come many to the second)."""
+    return f"{dt.datetime.fromtimestamp(secs, tz=dt.timezone.utc):%Y-%m-%dT%H:%M:%S}"
 
 
 def flow_header(flow: Flow, event_type: str, ts_ns: int) -> dict[str, Any]:

@@ -14,6 +14,7 @@ TCP close, by eviction when the table is full (counted), or at end of input.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 from collections import OrderedDict
@@ -183,7 +184,9 @@ class Flow:
         return "established" if self.pkts_ab and self.pkts_ba else "new"
 
 
+@functools.lru_cache(maxsize=65536)
 def _ip_text(addr: bytes) -> str:
+    """Address text (addresses recur across flows: cached)."""
     return str(ipaddress.ip_address(addr))
 
 

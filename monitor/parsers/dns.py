@@ -27,6 +27,7 @@ are not printable ASCII appear as ``\\DDD`` escapes.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import struct
 from dataclasses import dataclass
@@ -45,7 +46,6 @@ import dns.rdtypes.IN.SRV
 import dns.rdtypes.mxbase
 import dns.rdtypes.nsbase
 import dns.rrset
-import dns.wire
 
 from monitor.errors import BadValue, LimitExceeded, ParseError, TrailingData, Truncated
 from monitor.wire import Reader
@@ -352,69 +352,129 @@ def _type_name(rdtype: int) -> str:
     return text
 
 
-def _fast_records(parser: dns.wire.Parser, count: int) -> tuple[DnsAnswer, ...] | None:
-    """``count`` RRs of class IN whose RDATA is an address or a name, or None."""
+#: Label bytes whose presentation needs no escape (dnspython escapes the others).
+_PLAIN_LABEL: Final = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                b"0123456789-_")
+_label_texts: dict[tuple[bytes, ...], str] = {}
+
+
+class _NotFast(Exception):
+    """The fast path declines; the full path decides."""
+
+
+def _fast_name(wire: bytes, pos: int) -> tuple[str, int]:
+    """A name at ``pos``: its text as :func:`_name_text` gives it, and where it ends.
+
+    Decompression follows dnspython's rule (each pointer strictly before the previous
+    target, so no loops); labels other than letters, digits, ``-`` and ``_`` get
+    dnspython's own escaping."""
+    labels: list[bytes] = []
+    size = 1
+    biggest = pos
+    after = -1
+    while True:
+        count = wire[pos]
+        pos += 1
+        if count == 0:
+            break
+        if count < 64:
+            label = wire[pos:pos + count]
+            if len(label) != count:
+                raise _NotFast
+            labels.append(label)
+            size += count + 1
+            pos += count
+        elif count >= 192:
+            target = (count & 0x3F) << 8 | wire[pos]
+            pos += 1
+            if target >= biggest:
+                raise _NotFast
+            biggest = target
+            if after < 0:
+                after = pos
+            pos = target
+        else:
+            raise _NotFast
+    if size > MAX_NAME_WIRE_LEN:
+        raise _NotFast
+    key = tuple(labels)
+    text = _label_texts.get(key)
+    if text is None:
+        if not labels:
+            text = "."
+        elif all(_PLAIN_LABEL.issuperset(label) for label in labels):
+            text = b".".join(labels).decode("ascii").lower()
+        else:
+            text = _name_text(dns.name.Name([*labels, b""]))
+        if len(_label_texts) >= 8192:
+            _label_texts.clear()
+        _label_texts[key] = text
+    return text, after if after >= 0 else pos
+
+
+def _fast_records(wire: bytes, pos: int, count: int) -> tuple[tuple[DnsAnswer, ...], int]:
+    """``count`` RRs of class IN whose RDATA is an address or a name."""
     out: list[DnsAnswer] = []
     for _ in range(count):
-        owner = _name_text(parser.get_name(decompress=True))
-        rdtype, rdclass, ttl, rdlen = _RR_HEADER.unpack(parser.get_bytes(10))
-        if rdclass != _CLASS_IN:
-            return None
-        end = parser.current + rdlen
+        owner, pos = _fast_name(wire, pos)
+        rdtype, rdclass, ttl, rdlen = _RR_HEADER.unpack_from(wire, pos)
+        pos += 10
+        end = pos + rdlen
+        if rdclass != _CLASS_IN or end > len(wire):
+            raise _NotFast
         if rdtype == _TYPE_A and rdlen == 4:
-            text = str(ipaddress.IPv4Address(parser.get_bytes(4)))
+            text = _address_text(wire[pos:end])
         elif rdtype == _TYPE_AAAA and rdlen == 16:
-            text = str(ipaddress.IPv6Address(parser.get_bytes(16)))
+            text = _address_text(wire[pos:end])
         elif rdtype in _NAME_TYPES:
-            with parser.restrict_to(rdlen):
-                text = _name_text(parser.get_name(decompress=True))
+            text, stop = _fast_name(wire[:end], pos)
+            if stop != end:
+                raise _NotFast
         else:
-            return None
-        if parser.current != end:
-            return None
+            raise _NotFast
+        pos = end
         # dnspython's rule (RFC 2181 §8): a TTL with the top bit set counts as 0.
         out.append(DnsAnswer(owner, _type_name(rdtype), 0 if ttl > 0x7FFFFFFF else ttl, text,
                              "IN"))
-    return tuple(out)
+    return tuple(out), pos
+
+
+@functools.lru_cache(maxsize=16384)
+def _address_text(packed: bytes) -> str:
+    return str(ipaddress.ip_address(packed))
 
 
 def _fast_parse(wire: bytes, frame: _Frame) -> tuple[tuple[DnsQuestion, ...],
                                                        tuple[DnsAnswer, ...],
                                                        tuple[DnsAnswer, ...]] | None:
-    """The common message decoded straight from the wire (dnspython's parser and names,
-    without building a Message): a QUERY of class IN whose answer and authority records
-    are addresses and names, and whose additional section is at most one OPT record.
-    None for anything else, which the full path takes. Gives what the full path gives."""
+    """The common message decoded straight from the wire, without building a dnspython
+    Message: a QUERY of class IN whose answer and authority records are addresses and
+    names, and whose additional section is at most one empty OPT record. None for anything
+    else, which the full path takes. Gives what the full path gives (a property test
+    compares them)."""
     if frame.partial or (frame.flags >> 11) & 0xF != 0:
         return None
     qd, an, ns, ar = frame.counts
     if ar > 1:
         return None
     try:
-        parser = dns.wire.Parser(wire, DNS_HEADER_LEN)
+        pos = DNS_HEADER_LEN
         questions = []
         for _ in range(qd):
-            qname = _name_text(parser.get_name(decompress=True))
-            qtype, qclass = _QUESTION_TAIL.unpack(parser.get_bytes(4))
+            qname, pos = _fast_name(wire, pos)
+            qtype, qclass = _QUESTION_TAIL.unpack_from(wire, pos)
+            pos += 4
             if qclass != _CLASS_IN:
                 return None
             questions.append(DnsQuestion(qname, _type_name(qtype), "IN"))
-        answers = _fast_records(parser, an)
-        if answers is None:
-            return None
-        authorities = _fast_records(parser, ns)
-        if authorities is None:
-            return None
+        answers, pos = _fast_records(wire, pos, an)
+        authorities, pos = _fast_records(wire, pos, ns)
         if ar:
-            if wire[parser.current] != 0:  # OPT's owner is the root
+            # OPT: the root as owner, type 41, no options (dnspython checks those).
+            if wire[pos] != 0 or wire[pos + 1 : pos + 3] != b"\x00\x29" \
+                    or wire[pos + 9 : pos + 11] != b"\x00\x00":
                 return None
-            rdtype = int.from_bytes(wire[parser.current + 1 : parser.current + 3], "big")
-            if rdtype != _TYPE_OPT:
-                return None
-            rdlen = int.from_bytes(wire[parser.current + 9 : parser.current + 11], "big")
-            if rdlen:  # EDNS options: dnspython checks them; the full path decides
-                return None
-    except (dns.exception.DNSException, ValueError, IndexError, struct.error):
+    except (_NotFast, IndexError, struct.error):
         return None
     return tuple(questions), answers, authorities
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import struct
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Final
@@ -242,7 +243,7 @@ def _pull_u16_list(r: Reader, what: str) -> tuple[int, ...]:
     n = r.remaining()
     if n % 2:
         raise BadValue(f"{what} has odd length {n}", offset=r.pos)
-    return tuple(r.u16() for _ in range(n // 2))
+    return struct.unpack(f"!{n // 2}H", r.take(n))
 
 
 def _pull_client_hello_body(r: Reader) -> ClientHello:
