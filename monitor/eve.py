@@ -23,13 +23,17 @@ __all__ = ["EveWriter", "eve_time", "flow_record", "proto_name"]
 _PROTO_NAMES: Final = {Proto.TCP: "TCP", Proto.UDP: "UDP", Proto.ICMP: "ICMP",
                        Proto.ICMPV6: "IPv6-ICMP", Proto.SCTP: "SCTP", Proto.GRE: "GRE",
                        Proto.ESP: "ESP"}
-_KNOWN_PROTOS: Final = frozenset(int(p) for p in Proto)
 _TCP_FLAG_NAMES: Final = ((TCP_FIN, "fin"), (TCP_SYN, "syn"), (TCP_RST, "rst"), (0x08, "psh"),
                           (TCP_ACK, "ack"), (0x20, "urg"), (0x40, "ecn"), (0x80, "cwr"))
 
 
+_PROTO_TEXT: Final = {int(p): name for p, name in _PROTO_NAMES.items()}
+_PORT_PROTOS: Final = frozenset((int(Proto.TCP), int(Proto.UDP), int(Proto.SCTP)))
+_ICMP_PROTOS: Final = frozenset((int(Proto.ICMP), int(Proto.ICMPV6)))
+
+
 def proto_name(proto: int) -> str:
-    name = _PROTO_NAMES.get(Proto(proto)) if proto in _KNOWN_PROTOS else None
+    name = _PROTO_TEXT.get(int(proto))
     return name if name is not None else str(proto)
 
 
@@ -53,13 +57,14 @@ def flow_header(flow: Flow, event_type: str, ts_ns: int) -> dict[str, Any]:
         "event_type": event_type,
         "src_ip": flow.src_ip,
     }
-    if flow.proto in (Proto.TCP, Proto.UDP, Proto.SCTP):
+    ports = flow.proto in _PORT_PROTOS
+    if ports:
         rec["src_port"] = flow.src_port
     rec["dest_ip"] = flow.dest_ip
-    if flow.proto in (Proto.TCP, Proto.UDP, Proto.SCTP):
+    if ports:
         rec["dest_port"] = flow.dest_port
     rec["proto"] = proto_name(flow.proto)
-    if flow.proto in (Proto.ICMP, Proto.ICMPV6):
+    if flow.proto in _ICMP_PROTOS:
         icmp_type, icmp_code = flow.ext.get("icmp", (0, 0))
         rec["icmp_type"] = icmp_type
         rec["icmp_code"] = icmp_code

@@ -52,6 +52,11 @@ TCP_ACK: Final = 0x10
 _NS: Final = 10**9
 
 
+#: Longest packet time between two expiry scans (a quarter of the shortest timeout if
+#: that is less).
+MAX_EXPIRE_INTERVAL_NS: Final = 5 * 10**9
+
+
 @dataclass(frozen=True, slots=True)
 class FlowTimeouts:
     """Flow timeouts in seconds of packet time (defaults close to Suricata's)."""
@@ -257,6 +262,7 @@ class FlowTable:
         self._closed = int(self.timeouts.tcp_closed * _NS)
         self._active = int(self.timeouts.active * _NS)
         self._min_idle = min(self._tcp_idle, self._udp_idle, self._closed)
+        self._next_expire_scan = 0
         self._next_active_check = 0
 
     def __len__(self) -> int:
@@ -535,6 +541,13 @@ class FlowTable:
         timeout) as of packet time ``now_ns``; returns how many ended. ``full`` scans the
         whole table instead of stopping at the first recently touched flow."""
         now = self.now_ns if now_ns is None else now_ns
+        if not full:
+            # A packet of an expired flow still starts a new one (update checks), so the
+            # scan only decides when records are written: a few times per shortest timeout
+            # is enough, and scanning the long-lived flows every batch is not.
+            if now < self._next_expire_scan:
+                return 0
+            self._next_expire_scan = now + min(self._min_idle // 4, MAX_EXPIRE_INTERVAL_NS)
         ended: list[tuple[Flow, str]] = []
         for flow in self._flows.values():
             idle = now - flow.last_ns
