@@ -51,27 +51,33 @@ def _second_text(secs: int) -> str:
 
 def flow_header(flow: Flow, event_type: str, ts_ns: int) -> dict[str, Any]:
     """The fields every record about ``flow`` starts with."""
-    rec: dict[str, Any] = {
-        "timestamp": eve_time(ts_ns),
-        "flow_id": flow.flow_id,
-        "event_type": event_type,
-        "src_ip": flow.src_ip,
-    }
+    rec: dict[str, Any] = {"timestamp": eve_time(ts_ns), "flow_id": flow.flow_id,
+                           "event_type": event_type}
+    tail = flow.ext.get("eve_tail")
+    if tail is None:
+        tail = flow.ext["eve_tail"] = _header_tail(flow)
+    rec.update(tail)
+    return rec
+
+
+def _header_tail(flow: Flow) -> dict[str, Any]:
+    """The header fields after ``event_type``, the same in every record of the flow."""
+    tail: dict[str, Any] = {"src_ip": flow.src_ip}
     ports = flow.proto in _PORT_PROTOS
     if ports:
-        rec["src_port"] = flow.src_port
-    rec["dest_ip"] = flow.dest_ip
+        tail["src_port"] = flow.src_port
+    tail["dest_ip"] = flow.dest_ip
     if ports:
-        rec["dest_port"] = flow.dest_port
-    rec["proto"] = proto_name(flow.proto)
+        tail["dest_port"] = flow.dest_port
+    tail["proto"] = proto_name(flow.proto)
     if flow.proto in _ICMP_PROTOS:
         icmp_type, icmp_code = flow.ext.get("icmp", (0, 0))
-        rec["icmp_type"] = icmp_type
-        rec["icmp_code"] = icmp_code
+        tail["icmp_type"] = icmp_type
+        tail["icmp_code"] = icmp_code
     if flow.vlan:
-        rec["vlan"] = [flow.vlan]
-    rec["community_id"] = flow.community_id
-    return rec
+        tail["vlan"] = [flow.vlan]
+    tail["community_id"] = flow.community_id
+    return tail
 
 
 def _flags_hex(flags: int) -> str:

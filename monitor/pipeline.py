@@ -99,6 +99,8 @@ class Pipeline:
         #: are processed (every packet of a flow, fragments and tunnels included, has the
         #: same outer address pair).
         self.partition = partition
+        self._name_info: dict[str, dict[str, Any] | None] = {}
+        self._name_info_set: SignatureSet | None = None
 
     def process(self, batch: Batch) -> None:
         n = len(batch)
@@ -138,8 +140,17 @@ class Pipeline:
             for index, assign in assigned:
                 self.evidence.process(batch, index, assign)
         self.alerts.after_batch(batch, assigned)
-        for flow in self._av_flows.values():
-            self._count_egress(flow)
+        av = self._av_flows
+        if av:
+            touched = sum(len(a.flows) for _, a in assigned)
+            if len(av) <= touched:
+                for flow in av.values():
+                    self._count_egress(flow)
+            else:  # many AV flows, few of them in this batch
+                for _, a in assigned:
+                    for flow in a.flows:
+                        if flow is not None and id(flow) in av:
+                            self._count_egress(flow)
         self.settle_waiting()
         # The clock is the batch's, even where this worker owned none of its packets.
         self.table.now_ns = max(self.table.now_ns, int(batch.ts_ns[-1]))
@@ -236,13 +247,20 @@ class Pipeline:
         return False
 
     def name_info(self, name: str) -> dict[str, Any] | None:
-        """The ``avmon`` object for a DNS name that matches a vendor signature."""
+        """The ``avmon`` object for a DNS name that matches a vendor signature (names
+        recur: answers are cached per signature set)."""
+        if self._name_info_set is not self.signatures or len(self._name_info) >= 65536:
+            self._name_info_set = self.signatures
+            self._name_info.clear()
+        if name in self._name_info:
+            return self._name_info[name]
         m = self.signatures.match_name(name)
-        if m is None:
-            return None
-        return {"vendor": m.vendor_id, "vendor_name": m.vendor_name, "purpose": m.purpose,
-                "signature_id": m.signature_id,
-                "jurisdictions": [{"code": m.jurisdiction, "basis": "vendor"}]}
+        info = None if m is None else {
+            "vendor": m.vendor_id, "vendor_name": m.vendor_name, "purpose": m.purpose,
+            "signature_id": m.signature_id,
+            "jurisdictions": [{"code": m.jurisdiction, "basis": "vendor"}]}
+        self._name_info[name] = info
+        return info
 
     def _flow_ended(self, flow: Flow) -> None:
         waiting = self._waiting.pop(id(flow), None)

@@ -263,6 +263,7 @@ def _pull_client_hello_body(r: Reader) -> ClientHello:
         compression_methods = tuple(r.take(n))
 
     ext_types: list[int] = []
+    seen: set[int] = set()
     sni: str | None = None
     alpn: tuple[str, ...] = ()
     supported_versions: tuple[int, ...] | None = None
@@ -282,13 +283,14 @@ def _pull_client_hello_body(r: Reader) -> ClientHello:
                                         offset=r.pos)
                 ext_offset = r.pos
                 ext_type = r.u16()
-                if ext_type in ext_types and not is_grease(ext_type):
+                if ext_type in seen and not is_grease(ext_type):
                     # RFC 8446 §4.2: at most one extension of each type.
                     raise BadValue(f"duplicate extension 0x{ext_type:04x}", offset=ext_offset)
                 if psk:
                     raise BadValue("pre_shared_key is not the last extension",
                                    offset=ext_offset)
                 ext_types.append(ext_type)
+                seen.add(ext_type)
                 with r.block(2) as ext_len:
                     if ext_type == ExtensionType.SERVER_NAME:
                         sni = _pull_server_name(r)
