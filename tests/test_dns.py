@@ -31,7 +31,7 @@ import dns.rrset
 import dns.tsigkeyring
 import dns.update
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from monitor.errors import LimitExceeded, ParseError, TrailingData, Truncated
@@ -814,6 +814,8 @@ def test_tcp_splitter_never_raises_and_accounts_bytes(data: bytes) -> None:
        st.binary(max_size=3))
 def test_tcp_splitter_whole_equals_incremental(messages: list[bytes], sizes: list[int],
                                                tail: bytes) -> None:
+    # The tail is an incomplete frame (b"\0\0" alone would be a complete empty one).
+    assume(len(tail) < 2 or int.from_bytes(tail[:2], "big") > len(tail) - 2)
     stream = framed(*messages) + tail
     whole, used = maybe_read_tcp_messages(stream)
     assert list(whole) == messages[: len(whole)]
