@@ -273,6 +273,10 @@ _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 _Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
+#: Addresses whose match_ip answer is remembered (destinations recur).
+_IP_CACHE_MAX: Final = 65536
+
+
 class SignatureSet:
     """An immutable, indexed set of vendor signatures.
 
@@ -283,6 +287,7 @@ class SignatureSet:
 
     __slots__ = (
         "_asn",
+        "_ip_cache",
         "_ja4",
         "_pattern_count",
         "_prefix_lens",
@@ -302,6 +307,7 @@ class SignatureSet:
     _asn: dict[int, tuple[AsnMatch, ...]]
     _ja4: dict[str, tuple[Ja4Match, ...]]
     _version: str
+    _ip_cache: dict[str, tuple[IpMatch, ...]]
 
     def __init__(self, vendors: Iterable[Vendor]) -> None:
         ordered = tuple(sorted(vendors, key=lambda v: v.id))
@@ -323,6 +329,8 @@ class SignatureSet:
         init(self, "_ja4", _build_ja4(ordered))
         digest = hashlib.sha256(_canonical_json(ordered)).hexdigest()
         init(self, "_version", digest[:VERSION_LEN])
+        #: Answers of match_ip by address text (an internal memo; the set is unchanged).
+        init(self, "_ip_cache", {})
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"SignatureSet is immutable (cannot set {name!r})")
@@ -402,6 +410,17 @@ class SignatureSet:
 
         An IPv4-mapped IPv6 address (``::ffff:a.b.c.d``) is looked up as IPv4.
         """
+        if isinstance(ip, str):
+            cached: tuple[IpMatch, ...] | None = self._ip_cache.get(ip)
+            if cached is None:
+                if len(self._ip_cache) >= _IP_CACHE_MAX:
+                    self._ip_cache.clear()
+                cached = self._ip_cache[ip] = tuple(self._match_ip(ip))
+            return list(cached)
+        return self._match_ip(ip)
+
+    def _match_ip(self, ip: str | ipaddress.IPv4Address | ipaddress.IPv6Address
+                  ) -> list[IpMatch]:
         try:
             address: _Address = ipaddress.ip_address(ip) if isinstance(ip, str) else ip
         except ValueError:

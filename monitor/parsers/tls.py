@@ -14,6 +14,7 @@ Only :class:`~monitor.errors.ParseError` subclasses escape on malformed input.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import struct
@@ -128,9 +129,13 @@ _JA4_EMPTY_HASH: Final = "000000000000"
 _ASCII_ALNUM: Final = frozenset(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 
 
+#: The RFC 8701 GREASE code points 0x0A0A, 0x1A1A, ..., 0xFAFA.
+_GREASE: Final = frozenset(0x0A0A + 0x1010 * i for i in range(16))
+
+
 def is_grease(value: int) -> bool:
     """True for the RFC 8701 GREASE code points 0x0A0A, 0x1A1A, ..., 0xFAFA."""
-    return (value & 0x0F0F) == 0x0A0A and (value >> 8) == (value & 0xFF)
+    return value in _GREASE
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,7 +288,7 @@ def _pull_client_hello_body(r: Reader) -> ClientHello:
                                         offset=r.pos)
                 ext_offset = r.pos
                 ext_type = r.u16()
-                if ext_type in seen and not is_grease(ext_type):
+                if ext_type in seen and ext_type not in _GREASE:
                     # RFC 8446 §4.2: at most one extension of each type.
                     raise BadValue(f"duplicate extension 0x{ext_type:04x}", offset=ext_offset)
                 if psk:
@@ -504,16 +509,21 @@ def ja3(ch: ClientHello) -> str:
     """
     return ",".join((
         str(ch.legacy_version),
-        _dash([c for c in ch.cipher_suites if not is_grease(c)]),
-        _dash([e for e in ch.extensions if not is_grease(e)]),
-        _dash([g for g in ch.supported_groups if not is_grease(g)]),
+        _dash([c for c in ch.cipher_suites if c not in _GREASE]),
+        _dash([e for e in ch.extensions if e not in _GREASE]),
+        _dash([g for g in ch.supported_groups if g not in _GREASE]),
         _dash(ch.ec_point_formats),
     ))
 
 
 def ja3_hash(ch: ClientHello) -> str:
     """MD5 of :func:`ja3`, lower-case hex."""
-    return hashlib.md5(ja3(ch).encode("ascii"), usedforsecurity=False).hexdigest()
+    return _md5(ja3(ch))
+
+
+@functools.lru_cache(maxsize=4096)
+def _md5(text: str) -> str:
+    return hashlib.md5(text.encode("ascii"), usedforsecurity=False).hexdigest()
 
 
 def _ja4_version(ch: ClientHello) -> str:
@@ -539,24 +549,18 @@ def _ja4_alpn(ch: ClientHello) -> str:
 def _ja4_parts(ch: ClientHello, transport: str) -> tuple[str, str, str]:
     if transport not in _JA4_TRANSPORTS:
         raise ValueError(f"transport must be one of t, q, d; got {transport!r}")
-    ciphers = sorted(f"{c:04x}" for c in ch.cipher_suites if not is_grease(c))
-    exts = [e for e in ch.extensions if not is_grease(e)]
+    ciphers = sorted(f"{c:04x}" for c in ch.cipher_suites if c not in _GREASE)
+    exts = [e for e in ch.extensions if e not in _GREASE]
     sni = "d" if ExtensionType.SERVER_NAME in exts else "i"
     part_a = (f"{transport}{_ja4_version(ch)}{sni}{min(len(ciphers), 99):02d}"
               f"{min(len(exts), 99):02d}{_ja4_alpn(ch)}")
     hashed_exts = sorted(f"{e:04x}" for e in exts
                          if e not in (ExtensionType.SERVER_NAME, ExtensionType.ALPN))
-    sigs = [f"{s:04x}" for s in ch.signature_algorithms if not is_grease(s)]
+    sigs = [f"{s:04x}" for s in ch.signature_algorithms if s not in _GREASE]
     part_c = ",".join(hashed_exts)
     if sigs:
         part_c += "_" + ",".join(sigs)
     return part_a, ",".join(ciphers), part_c
-
-
-def _hash12(text: str) -> str:
-    if not text:
-        return _JA4_EMPTY_HASH
-    return hashlib.sha256(text.encode("ascii")).hexdigest()[:12]
 
 
 def ja4(ch: ClientHello, transport: str = "t") -> str:
@@ -574,6 +578,14 @@ def ja4(ch: ClientHello, transport: str = "t") -> str:
     """
     a, b, c = _ja4_parts(ch, transport)
     return f"{a}_{_hash12(b)}_{_hash12(c)}"
+
+
+@functools.lru_cache(maxsize=4096)
+def _hash12(text: str) -> str:
+    """12 hex characters of SHA-256 (the same lists recur: one client stack, many hellos)."""
+    if not text:
+        return _JA4_EMPTY_HASH
+    return hashlib.sha256(text.encode("ascii")).hexdigest()[:12]
 
 
 def ja4_r(ch: ClientHello, transport: str = "t") -> str:
