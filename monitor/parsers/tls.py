@@ -133,6 +133,24 @@ _ASCII_ALNUM: Final = frozenset(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghij
 _GREASE: Final = frozenset(0x0A0A + 0x1010 * i for i in range(16))
 
 
+_EXT_HEADER: Final = struct.Struct("!HH")
+_EXT_SERVER_NAME: Final = int(ExtensionType.SERVER_NAME)
+_EXT_ALPN: Final = int(ExtensionType.ALPN)
+_EXT_SUPPORTED_VERSIONS: Final = int(ExtensionType.SUPPORTED_VERSIONS)
+_EXT_SUPPORTED_GROUPS: Final = int(ExtensionType.SUPPORTED_GROUPS)
+_EXT_EC_POINT_FORMATS: Final = int(ExtensionType.EC_POINT_FORMATS)
+_EXT_SIGNATURE_ALGORITHMS: Final = int(ExtensionType.SIGNATURE_ALGORITHMS)
+_EXT_KEY_SHARE: Final = int(ExtensionType.KEY_SHARE)
+_EXT_PSK: Final = int(ExtensionType.PRE_SHARED_KEY)
+_EXT_EARLY_DATA: Final = int(ExtensionType.EARLY_DATA)
+_EXT_ECH: Final = int(ExtensionType.ENCRYPTED_CLIENT_HELLO)
+#: Extensions whose body is interpreted (the rest are kept as bytes).
+_PARSED_EXTENSIONS: Final = frozenset((
+    _EXT_SERVER_NAME, _EXT_ALPN, _EXT_SUPPORTED_VERSIONS, _EXT_SUPPORTED_GROUPS,
+    _EXT_EC_POINT_FORMATS, _EXT_SIGNATURE_ALGORITHMS, _EXT_KEY_SHARE, _EXT_PSK,
+    _EXT_EARLY_DATA, _EXT_ECH))
+
+
 def is_grease(value: int) -> bool:
     """True for the RFC 8701 GREASE code points 0x0A0A, 0x1A1A, ..., 0xFAFA."""
     return value in _GREASE
@@ -281,51 +299,67 @@ def _pull_client_hello_body(r: Reader) -> ClientHello:
 
     # TLS <= 1.2 hellos may end here (RFC 5246 §7.4.1.2: extensions are optional).
     if not r.eof():
-        with r.block(2):
-            while not r.eof():
+        with r.block(2) as total:
+            base = r.pos
+            # The extensions are walked by offset (this loop runs for every hello, ~20
+            # times each); each known body is checked with a Reader of its own.
+            buf = r.take_bytes(total)
+            pos = 0
+            while pos < total:
                 if len(ext_types) >= MAX_EXTENSIONS:
                     raise LimitExceeded(f"more than {MAX_EXTENSIONS} extensions",
-                                        offset=r.pos)
-                ext_offset = r.pos
-                ext_type = r.u16()
+                                        offset=base + pos)
+                if total - pos < 4:
+                    raise Truncated(f"extension header needs 4 bytes at offset {base + pos}, "
+                                    f"have {total - pos}", offset=base + pos)
+                ext_type, ext_len = _EXT_HEADER.unpack_from(buf, pos)
                 if ext_type in seen and ext_type not in _GREASE:
                     # RFC 8446 §4.2: at most one extension of each type.
-                    raise BadValue(f"duplicate extension 0x{ext_type:04x}", offset=ext_offset)
+                    raise BadValue(f"duplicate extension 0x{ext_type:04x}", offset=base + pos)
                 if psk:
                     raise BadValue("pre_shared_key is not the last extension",
-                                   offset=ext_offset)
+                                   offset=base + pos)
+                start = pos + 4
+                pos = start + ext_len
+                if pos > total:
+                    raise Truncated(f"block of {ext_len} bytes at offset {base + start} "
+                                    "overruns its container", offset=base + start)
                 ext_types.append(ext_type)
                 seen.add(ext_type)
-                with r.block(2) as ext_len:
-                    if ext_type == ExtensionType.SERVER_NAME:
-                        sni = _pull_server_name(r)
-                    elif ext_type == ExtensionType.ALPN:
-                        alpn = _pull_alpn(r)
-                    elif ext_type == ExtensionType.SUPPORTED_VERSIONS:
-                        with r.block(1):
-                            supported_versions = _pull_u16_list(r, "supported_versions")
-                    elif ext_type == ExtensionType.SUPPORTED_GROUPS:
-                        with r.block(2):
-                            groups = _pull_u16_list(r, "supported_groups")
-                    elif ext_type == ExtensionType.EC_POINT_FORMATS:
-                        with r.block(1) as n:
-                            point_formats = tuple(r.take(n))
-                    elif ext_type == ExtensionType.SIGNATURE_ALGORITHMS:
-                        with r.block(2):
-                            sig_algs = _pull_u16_list(r, "signature_algorithms")
-                    elif ext_type == ExtensionType.KEY_SHARE:
-                        key_share_groups = _pull_key_share(r)
-                    elif ext_type == ExtensionType.PRE_SHARED_KEY:
-                        psk = True
-                        r.skip(ext_len)
-                    elif ext_type == ExtensionType.EARLY_DATA:
-                        early_data = True
-                        r.skip(ext_len)
-                    elif ext_type == ExtensionType.ENCRYPTED_CLIENT_HELLO:
-                        ech = True
-                        r.skip(ext_len)
-                    else:
-                        other.append((ext_type, r.take_bytes(ext_len)))
+                if ext_type not in _PARSED_EXTENSIONS:
+                    other.append((ext_type, buf[start:pos]))
+                    continue
+                if ext_type == _EXT_PSK:
+                    psk = True
+                    continue
+                if ext_type == _EXT_EARLY_DATA:
+                    early_data = True
+                    continue
+                if ext_type == _EXT_ECH:
+                    ech = True
+                    continue
+                e = Reader(buf[start:pos])
+                if ext_type == _EXT_SERVER_NAME:
+                    sni = _pull_server_name(e)
+                elif ext_type == _EXT_ALPN:
+                    alpn = _pull_alpn(e)
+                elif ext_type == _EXT_SUPPORTED_VERSIONS:
+                    with e.block(1):
+                        supported_versions = _pull_u16_list(e, "supported_versions")
+                elif ext_type == _EXT_SUPPORTED_GROUPS:
+                    with e.block(2):
+                        groups = _pull_u16_list(e, "supported_groups")
+                elif ext_type == _EXT_EC_POINT_FORMATS:
+                    with e.block(1) as n:
+                        point_formats = tuple(e.take(n))
+                elif ext_type == _EXT_SIGNATURE_ALGORITHMS:
+                    with e.block(2):
+                        sig_algs = _pull_u16_list(e, "signature_algorithms")
+                else:  # key_share
+                    key_share_groups = _pull_key_share(e)
+                if not e.eof():
+                    raise TrailingData(f"{e.remaining()} bytes left unread in extension "
+                                       f"0x{ext_type:04x}", offset=base + start + e.pos)
 
     return ClientHello(
         legacy_version=legacy_version,
@@ -576,7 +610,22 @@ def ja4(ch: ClientHello, transport: str = "t") -> str:
     the signature algorithms in wire order (no ``_`` when there are none). An empty list
     hashes to ``000000000000``. GREASE is ignored everywhere.
     """
-    a, b, c = _ja4_parts(ch, transport)
+    return _ja4_of(ch.legacy_version, ch.cipher_suites, ch.extensions, ch.versions,
+                   ch.alpn[:1], ch.signature_algorithms, transport)
+
+
+@functools.lru_cache(maxsize=4096)
+def _ja4_of(legacy_version: int, cipher_suites: tuple[int, ...], extensions: tuple[int, ...],
+            versions: tuple[int, ...], alpn: tuple[str, ...],
+            signature_algorithms: tuple[int, ...], transport: str) -> str:
+    """JA4 from the fields it depends on (one client stack sends the same ones again)."""
+    shape = ClientHello(legacy_version=legacy_version, random=b"", session_id=b"",
+                        cipher_suites=cipher_suites, compression_methods=(0,),
+                        extensions=extensions, sni=None, alpn=alpn, versions=versions,
+                        supported_groups=(), ec_point_formats=(),
+                        signature_algorithms=signature_algorithms, key_share_groups=(),
+                        ech=False, psk=False, early_data=False, other_extensions=())
+    a, b, c = _ja4_parts(shape, transport)
     return f"{a}_{_hash12(b)}_{_hash12(c)}"
 
 
