@@ -39,26 +39,27 @@ RR = st.tuples(NAME, TTL, st.sampled_from(["IN", "IN", "IN", "CH"]), RDATA)
 
 @contextmanager
 def _full_path_only() -> Iterator[None]:
-    fast = dnsp._fast_parse
-    dnsp._fast_parse = lambda wire, frame: None  # type: ignore[assignment]
+    fast = dnsp._fast_message
+    dnsp._fast_message = lambda raw, strict: None  # type: ignore[assignment]
     try:
         yield
     finally:
-        dnsp._fast_parse = fast  # type: ignore[assignment]
+        dnsp._fast_message = fast  # type: ignore[assignment]
 
 
-def _outcome(wire: bytes) -> object:
+def _outcome(wire: bytes, strict: bool) -> object:
     try:
-        return dnsp.parse_dns_message(wire)
+        return dnsp.parse_dns_message(wire, strict=strict)
     except ParseError as exc:
         return type(exc)
 
 
 def _same(wire: bytes) -> None:
-    got = _outcome(wire)
-    with _full_path_only():
-        want = _outcome(wire)
-    assert got == want, wire.hex()
+    for strict in (False, True):
+        got = _outcome(wire, strict)
+        with _full_path_only():
+            want = _outcome(wire, strict)
+        assert got == want, wire.hex()
 
 
 @st.composite
@@ -116,8 +117,9 @@ def test_fast_path_takes_the_common_response() -> None:
     resp.answer.append(dns.rrset.from_text("ds.geo.kaspersky-labs.com.", 60, "IN", "A",
                                            "77.74.176.61"))
     wire = resp.to_wire()
-    frame = dnsp._frame(wire)
-    fast = dnsp._fast_parse(wire, frame)
+    fast = dnsp._fast_message(wire, False)
     assert fast is not None
-    assert [a.rdata for a in fast[1]] == ["ds.geo.kaspersky-labs.com", "77.74.176.61"]
+    assert [a.rdata for a in fast.answers] == ["ds.geo.kaspersky-labs.com", "77.74.176.61"]
     _same(wire)
+    _same(wire + b"\0\0")  # trailing bytes: counted alike
+    assert dnsp._fast_message(wire + b"\0", True) is None  # strict: the full path raises

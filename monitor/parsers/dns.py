@@ -444,39 +444,51 @@ def _address_text(packed: bytes) -> str:
     return str(ipaddress.ip_address(packed))
 
 
-def _fast_parse(wire: bytes, frame: _Frame) -> tuple[tuple[DnsQuestion, ...],
-                                                       tuple[DnsAnswer, ...],
-                                                       tuple[DnsAnswer, ...]] | None:
+_HEADER: Final = struct.Struct("!6H")
+#: An OPT record with no options: the root owner, then type, class, TTL and rdlength 0.
+_EMPTY_OPT_LEN: Final = 11
+
+
+def _fast_message(raw: bytes, strict: bool) -> DnsMessage | None:
     """The common message decoded straight from the wire, without building a dnspython
-    Message: a QUERY of class IN whose answer and authority records are addresses and
-    names, and whose additional section is at most one empty OPT record. None for anything
-    else, which the full path takes. Gives what the full path gives (a property test
-    compares them)."""
-    if frame.partial or (frame.flags >> 11) & 0xF != 0:
-        return None
-    qd, an, ns, ar = frame.counts
-    if ar > 1:
+    Message: a QUERY of class IN, within the record caps, whose answer and authority
+    records are addresses and names and whose additional section is at most one OPT
+    record without options. None for anything else (damage included), which the full
+    path takes. Gives what the full path gives (a property test compares them)."""
+    msg_id, flags, qd, an, ns, ar = _HEADER.unpack_from(raw)
+    if (flags >> 11) & 0xF or ar > 1 or qd > MAX_QUESTIONS or an > MAX_ANSWERS \
+            or ns + ar > MAX_RECORDS:
         return None
     try:
         pos = DNS_HEADER_LEN
         questions = []
         for _ in range(qd):
-            qname, pos = _fast_name(wire, pos)
-            qtype, qclass = _QUESTION_TAIL.unpack_from(wire, pos)
+            qname, pos = _fast_name(raw, pos)
+            qtype, qclass = _QUESTION_TAIL.unpack_from(raw, pos)
             pos += 4
             if qclass != _CLASS_IN:
                 return None
             questions.append(DnsQuestion(qname, _type_name(qtype), "IN"))
-        answers, pos = _fast_records(wire, pos, an)
-        authorities, pos = _fast_records(wire, pos, ns)
+        answers, pos = _fast_records(raw, pos, an)
+        authorities, pos = _fast_records(raw, pos, ns)
         if ar:
             # OPT: the root as owner, type 41, no options (dnspython checks those).
-            if wire[pos] != 0 or wire[pos + 1 : pos + 3] != b"\x00\x29" \
-                    or wire[pos + 9 : pos + 11] != b"\x00\x00":
+            if raw[pos] != 0 or raw[pos + 1 : pos + 3] != b"\x00\x29" \
+                    or raw[pos + 9 : pos + 11] != b"\x00\x00":
                 return None
+            pos += _EMPTY_OPT_LEN
     except (_NotFast, IndexError, struct.error):
         return None
-    return tuple(questions), answers, authorities
+    trailing = len(raw) - pos
+    if trailing < 0 or (trailing and strict):
+        return None
+    return DnsMessage(
+        id=msg_id, is_response=bool(flags & _FLAG_QR), opcode=0, rcode=flags & 0xF,
+        flags=flags, aa=bool(flags & _FLAG_AA), tc=bool(flags & _FLAG_TC),
+        rd=bool(flags & _FLAG_RD), ra=bool(flags & _FLAG_RA), ad=bool(flags & _FLAG_AD),
+        cd=bool(flags & _FLAG_CD), questions=tuple(questions), answers=answers,
+        authorities=authorities, authority_count=ns, additional_count=ar, partial=False,
+        skipped_records=0, trailing_bytes=trailing)
 
 
 def parse_dns_message(data: bytes | bytearray | memoryview, *, strict: bool = False
@@ -501,6 +513,9 @@ def parse_dns_message(data: bytes | bytearray | memoryview, *, strict: bool = Fa
         raise LimitExceeded(f"{len(raw)} bytes (cap {MAX_DNS_MESSAGE})")
     if len(raw) < DNS_HEADER_LEN:
         raise Truncated(f"{len(raw)} bytes, the DNS header is {DNS_HEADER_LEN}")
+    fast = _fast_message(raw, strict)
+    if fast is not None:
+        return fast
     frame = _frame(raw)
     trailing = 0 if frame.partial else len(raw) - frame.end
     if trailing and strict:
@@ -511,16 +526,6 @@ def parse_dns_message(data: bytes | bytearray | memoryview, *, strict: bool = Fa
         wire = header + raw[DNS_HEADER_LEN : frame.end]
     else:
         wire = raw[: frame.end]
-    fast = _fast_parse(wire, frame)
-    if fast is not None:
-        f = frame.flags
-        _, _, ns, ar = frame.counts
-        return DnsMessage(
-            id=frame.id, is_response=bool(f & _FLAG_QR), opcode=0, rcode=f & 0xF, flags=f,
-            aa=bool(f & _FLAG_AA), tc=bool(f & _FLAG_TC), rd=bool(f & _FLAG_RD),
-            ra=bool(f & _FLAG_RA), ad=bool(f & _FLAG_AD), cd=bool(f & _FLAG_CD),
-            questions=fast[0], answers=fast[1], authorities=fast[2], authority_count=ns,
-            additional_count=ar, partial=False, skipped_records=0, trailing_bytes=trailing)
     try:
         m = dns.message.from_wire(
             wire,
