@@ -153,16 +153,15 @@ class Columns:
 class _Bytes:
     """Bounds-safe vectorised reads from the batch buffer."""
 
-    __slots__ = ("buf", "last")
+    __slots__ = ("buf",)
 
     def __init__(self, buffer: bytes | bytearray | memoryview) -> None:
         self.buf = np.frombuffer(buffer, dtype=np.uint8)
-        self.last = max(int(self.buf.shape[0]) - 1, 0)
         if self.buf.shape[0] == 0:
             self.buf = np.zeros(1, dtype=np.uint8)
 
     def u8(self, pos: I64) -> U8:
-        return self.buf[np.clip(pos, 0, self.last)]
+        return self.buf.take(pos, mode="clip")  # out-of-range positions read an edge byte
 
     def u16(self, pos: I64) -> U16:
         hi = self.u8(pos).astype(np.uint16)
@@ -176,8 +175,9 @@ class _Bytes:
         return out
 
     def u64(self, pos: I64) -> U64:
-        idx = np.clip(pos[:, None] + np.arange(8, dtype=np.int64), 0, self.last)
-        return np.ascontiguousarray(self.buf[idx]).view(">u8").reshape(-1).astype(np.uint64)
+        idx = pos[:, None] + np.arange(8, dtype=np.int64)
+        return np.ascontiguousarray(self.buf.take(idx, mode="clip")).view(">u8").reshape(
+            -1).astype(np.uint64)
 
 
 def _empty(n: int) -> dict[str, npt.NDArray[np.generic]]:

@@ -541,12 +541,19 @@ def ja3(ch: ClientHello) -> str:
     Decimal values joined by ``-``; GREASE removed from ciphers, extensions and groups;
     an absent list is an empty field. The version is legacy_version.
     """
+    return _ja3_of(ch.legacy_version, ch.cipher_suites, ch.extensions, ch.supported_groups,
+                   ch.ec_point_formats)
+
+
+@functools.lru_cache(maxsize=4096)
+def _ja3_of(legacy_version: int, cipher_suites: tuple[int, ...], extensions: tuple[int, ...],
+            groups: tuple[int, ...], point_formats: tuple[int, ...]) -> str:
     return ",".join((
-        str(ch.legacy_version),
-        _dash([c for c in ch.cipher_suites if c not in _GREASE]),
-        _dash([e for e in ch.extensions if e not in _GREASE]),
-        _dash([g for g in ch.supported_groups if g not in _GREASE]),
-        _dash(ch.ec_point_formats),
+        str(legacy_version),
+        _dash([c for c in cipher_suites if c not in _GREASE]),
+        _dash([e for e in extensions if e not in _GREASE]),
+        _dash([g for g in groups if g not in _GREASE]),
+        _dash(point_formats),
     ))
 
 
