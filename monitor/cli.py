@@ -8,11 +8,12 @@ be read).
 from __future__ import annotations
 
 import argparse
+import collections
 import functools
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -20,8 +21,10 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.registry import Collector
 
 from geo import GeoDatabases, GeoError, format_geo_lines
+from monitor.capture.batch import Batch
 from monitor.capture.files import CaptureReader
 from monitor.config import Config, load_config
+from monitor.decode import Columns
 from monitor.errors import CaptureError, ConfigError
 from monitor.eve import EveWriter
 from monitor.pipeline import Pipeline
@@ -122,6 +125,8 @@ def _summary(out: TextIO, reader: CaptureReader, t: dict[str, Any], wall: float,
     print("\n".join(lines), file=out)
 
 
+#: How many batches a replay worker may run ahead of the slowest other worker.
+WORKERS_AHEAD = 8
 #: Below this much capture, one process is quicker than starting workers.
 WORKERS_MIN_BYTES = 256 << 20
 
@@ -148,29 +153,42 @@ def _replay_workers(paths: Sequence[str], config: Config, signatures: SignatureS
                     summary_out: TextIO | None, evidence: Path | None,
                     metrics_textfile: str | None, metrics_listen: tuple[str, int] | None,
                     linger: float, workers: int) -> int:
-    """``avmon replay --workers N``: every worker reads the input and takes the packets
-    whose address pair hashes to it (whole flows); DNS names are shared as in live
-    capture, with each worker at most one batch ahead of the others and flows waiting
-    for names as long as needed, so the records are those of one process (in another
-    order). This process writes EVE, feeds the sinks and sums the metrics."""
+    """``avmon replay --workers N``: this process reads and decodes the input once and
+    hands every batch to every worker (monitor.workers.BatchFeed); each worker takes the
+    packets whose address pair hashes to it (whole flows). DNS names are shared as in
+    live capture, with each worker at most one batch ahead of the others and flows
+    waiting for names as long as needed, so the records are those of one process (in
+    another order). This process also writes EVE, feeds the sinks and sums the
+    metrics."""
+    import multiprocessing
+
+    from monitor.decode import decode_all
     from monitor.metrics import MergedCollector
-    from monitor.workers import run_workers
+    from monitor.workers import BatchFeed, run_workers
 
     def warn(msg: str) -> None:
         print(f"avmon: warning: {msg}", file=sys.stderr)
 
-    reader = CaptureReader(paths, warn=warn)  # for the summary: files, sizes, damage
+    reader = CaptureReader(paths, warn=warn)
+    feed = BatchFeed(workers, multiprocessing.get_context("fork"))
+
+    def decoded() -> Iterator[tuple[Batch, list[Columns]]]:
+        for batch in reader:
+            yield batch, decode_all(batch)
+
     eve = EveWriter(eve_target)
     sinks, to_sinks = _start_sinks(config, warn)
     snapshots: dict[int, list[Any]] = {}
     metrics = _Metrics(MergedCollector(lambda: [snapshots[i] for i in sorted(snapshots)],
-                                       sinks=lambda: {s.name: s.stats for s in sinks}),
+                                       sinks=lambda: {s.name: s.stats for s in sinks},
+                                       damaged=lambda: len(reader.damaged)),
                        metrics_textfile, metrics_listen)
     totals: dict[str, Any] = {}
-    damaged: list[tuple[Path, int, str]] = []
 
     def on_message(index: int, message: tuple[Any, ...]) -> None:
-        if message[0] == "records":
+        if message[0] == "ack":
+            feed.ack(message[1])
+        elif message[0] == "records":
             for record in message[1]:
                 eve.write(record)
                 to_sinks(record)
@@ -181,18 +199,21 @@ def _replay_workers(paths: Sequence[str], config: Config, signatures: SignatureS
             snapshots[index] = message[1]
         elif message[0] == "stop":
             _add_totals(totals, message[1])
-            if index == 0:
-                damaged.extend(message[2])
 
-    work = functools.partial(_replay_worker, paths, config, signatures, geo, evidence,
+    work = functools.partial(_replay_worker, feed, config, signatures, geo, evidence,
                              workers)
     t0 = time.perf_counter()
     try:
         code = run_workers(workers, lambda i: None, work, on_message,
-                           lambda event, **f: warn(str(f.get("message", event))))
+                           lambda event, **f: warn(str(f.get("message", event))),
+                           forked=lambda: feed.start(decoded()))
     finally:
+        feed.close()
         eve.close()
         _close_sinks(sinks)
+    if feed.error is not None:
+        print(f"avmon: error: reading the input: {feed.error}", file=sys.stderr)
+        return 1
     metrics.write()
     wall = time.perf_counter() - t0
     if linger > 0 and metrics.server is not None:
@@ -200,29 +221,24 @@ def _replay_workers(paths: Sequence[str], config: Config, signatures: SignatureS
     metrics.close()
     if code != 0:
         return 1
-    reader.damaged.extend(damaged)
     if not quiet:
         _summary(summary_out or sys.stderr, reader, totals, wall, eve_target, eve.records,
                  workers)
-    if totals.get("packets", 0) == 0 and damaged:
+    if totals.get("packets", 0) == 0 and reader.damaged:
         print("avmon: error: no packets could be read", file=sys.stderr)
         return 1
     return 0
 
 
-def _replay_worker(paths: Sequence[str], config: Config, signatures: SignatureSet,
-                   geo: GeoDatabases, evidence: Path | None, workers: int, index: int,
-                   _source: None, exchange: Any, conn: Any) -> int:
-    """One ``replay --workers`` process."""
+def _replay_worker(feed: Any, config: Config, signatures: SignatureSet, geo: GeoDatabases,
+                   evidence: Path | None, workers: int, index: int, _source: None,
+                   exchange: Any, conn: Any) -> int:
+    """One ``replay --workers`` process: the batches the first process read and decoded,
+    this worker's share of their flows."""
     from monitor import __version__
     from monitor.metrics import PipelineCollector
     from monitor.workers import END, Outbox, SharedDnsCache, WorkerDns
 
-    def warn(msg: str) -> None:
-        if index == 0:  # every worker reads every file; one reports the damage
-            print(f"avmon: warning: {msg}", file=sys.stderr)
-
-    reader = CaptureReader(paths, warn=warn)
     cache = SharedDnsCache()
     dns = WorkerDns(exchange, index, cache)
     out = Outbox(conn)
@@ -231,27 +247,28 @@ def _replay_worker(paths: Sequence[str], config: Config, signatures: SignatureSe
                     dns_complete=lambda flow: dns.complete(flow.first_frame),
                     partition=(index, workers))
     pipe.wait_seconds = None  # wait as long as it takes: the other workers get there
-    collector = PipelineCollector(pipe, source="replay", version=__version__,
-                                  damaged=lambda: len(reader.damaged) if index == 0 else 0)
+    collector = PipelineCollector(pipe, source="replay", version=__version__)
     snapshot = lambda: list(collector.collect())  # noqa: E731
-    # Watermarks are frame numbers: every worker reads the same frames, and one process
+    # Watermarks are frame numbers: every worker sees the same frames, and one process
     # would have seen every answer in a frame before a flow's first.
-    behind = 0
+    ends: collections.deque[int] = collections.deque([0], maxlen=WORKERS_AHEAD)
     try:
-        for batch in reader:
-            # At most one batch ahead of every other worker: waiting flows stay few.
-            dns.wait_complete(behind)
+        for batch, layers in feed.batches(index, lambda slot: conn.send(("ack", slot))):
+            # At most WORKERS_AHEAD batches ahead of every other worker: flows waiting
+            # for names stay few, and a worker that had a heavier batch than the others
+            # does not hold them up at once.
+            dns.wait_complete(ends[0])
             dns.take_in()
-            pipe.process(batch)
-            behind = batch.first_frame + len(batch) - 1
-            dns.publish(behind)
+            pipe.process(batch, layers)
+            ends.append(batch.first_frame + len(batch) - 1)
+            dns.publish(ends[-1])
             out.send(snapshot)
         dns.publish(END)
         dns.wait_complete(END)
         pipe.settle_waiting()
         pipe.finish()
         out.send(snapshot, force_metrics=True)
-        conn.send(("stop", _totals(pipe), list(reader.damaged)))
+        conn.send(("stop", _totals(pipe)))
     finally:
         dns.close()
     return 0

@@ -337,9 +337,12 @@ class MergedCollector(Collector):
     :data:`SHARED_FAMILIES`; the sinks' families come from this process."""
 
     def __init__(self, snapshots: Callable[[], list[list[Metric]]],
-                 sinks: Callable[[], dict[str, SinkStats]] = dict) -> None:
+                 sinks: Callable[[], dict[str, SinkStats]] = dict,
+                 damaged: Callable[[], int] | None = None) -> None:
         self.snapshots = snapshots
         self.sinks = sinks
+        #: Damaged capture files, when this process reads the input for the workers.
+        self.damaged = damaged
 
     def describe(self) -> Iterable[Metric]:
         return []
@@ -364,6 +367,8 @@ class MergedCollector(Collector):
                     else:
                         values[key] += sample.value
         for metric, values in merged.values():
+            if metric.name == "avmon_capture_damaged_files" and self.damaged is not None:
+                values = {("avmon_capture_damaged_files_total", ()): self.damaged()}
             for (name, labels), value in values.items():
                 metric.add_sample(name, dict(labels), value)
             yield metric

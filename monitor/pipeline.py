@@ -102,12 +102,15 @@ class Pipeline:
         self._name_info: dict[str, dict[str, Any] | None] = {}
         self._name_info_set: SignatureSet | None = None
 
-    def process(self, batch: Batch) -> None:
+    def process(self, batch: Batch, layers: list[Columns] | None = None) -> None:
+        """One batch through every stage (``layers``: its decoded columns, when another
+        process has decoded them already)."""
         n = len(batch)
         if n == 0:
             return
         st = self.stats
-        layers = decode_all(batch)
+        if layers is None:
+            layers = decode_all(batch)
         if self.partition is not None:
             owned = _owned(layers[0], *self.partition)
             layers = [cols.take(owned[cols.index]) for cols in layers]
