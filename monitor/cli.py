@@ -156,9 +156,9 @@ def _replay_workers(paths: Sequence[str], config: Config, signatures: SignatureS
     """``avmon replay --workers N``: this process reads and decodes the input once and
     hands every batch to every worker (monitor.workers.BatchFeed); each worker takes the
     packets whose address pair hashes to it (whole flows). DNS names are shared as in
-    live capture, with each worker at most one batch ahead of the others and flows
-    waiting for names as long as needed, so the records are those of one process (in
-    another order). This process also writes EVE, feeds the sinks and sums the
+    live capture, with each worker at most WORKERS_AHEAD batches ahead of the others and
+    flows waiting for names as long as needed, so the records are those of one process
+    (in another order). This process also writes EVE, feeds the sinks and sums the
     metrics."""
     import multiprocessing
 
@@ -170,7 +170,6 @@ def _replay_workers(paths: Sequence[str], config: Config, signatures: SignatureS
         print(f"avmon: warning: {msg}", file=sys.stderr)
 
     reader = CaptureReader(paths, warn=warn)
-    feed = BatchFeed(workers, multiprocessing.get_context("fork"))
 
     def decoded() -> Iterator[tuple[Batch, list[Columns]]]:
         for batch in reader:
@@ -200,6 +199,7 @@ def _replay_workers(paths: Sequence[str], config: Config, signatures: SignatureS
         elif message[0] == "stop":
             _add_totals(totals, message[1])
 
+    feed = BatchFeed(workers, multiprocessing.get_context("fork"))
     work = functools.partial(_replay_worker, feed, config, signatures, geo, evidence,
                              workers)
     t0 = time.perf_counter()

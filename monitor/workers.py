@@ -16,6 +16,10 @@ on which worker parsed the answer.
 The parent process owns the outputs: it writes the EVE file, feeds the alert sinks and
 serves /metrics, summing the workers' metric snapshots. Signals go to the parent and are
 passed on: SIGTERM/SIGINT make every worker flush its flows; SIGHUP makes each reload.
+
+``avmon replay --workers`` uses the same workers with a :class:`BatchFeed` instead of
+rings: the parent reads and decodes the input once and hands every batch to every
+worker, which keeps the packets whose address pair hashes to it.
 """
 
 from __future__ import annotations
@@ -40,7 +44,8 @@ __all__ = ["END", "BatchFeed", "DnsExchange", "Outbox", "SharedDnsCache", "Worke
            "run_workers"]
 
 #: Entries from other workers held before this worker takes them in; beyond it they are
-#: dropped and counted (a worker far behind would otherwise grow without bound).
+#: dropped and counted as DNS cache evictions (a worker far behind would otherwise grow
+#: without bound).
 MAX_INBOX: Final = 200_000
 #: How often a worker sends its metrics to the parent (seconds).
 METRICS_SECONDS: Final = 1.0
@@ -118,6 +123,7 @@ class WorkerDns:
             with self._lock:
                 if self._held + len(entries) > MAX_INBOX:
                     self.dropped += len(entries)
+                    self.cache.evictions += len(entries)  # avmon_dns_cache_evictions_total
                 else:
                     self._received.append(entries)
                     self._held += len(entries)
@@ -241,6 +247,13 @@ def run_workers(count: int, make_source: Callable[[int], Any],
                 del open_conns[conn]
                 continue
             on_message(index, message)
+        if not failed and any(p.exitcode not in (None, 0) for p in procs):
+            # A worker died: stop the others (a replay worker would wait for its DNS
+            # answers for ever; a live one writes its flows and ends).
+            failed = True
+            for other in procs:
+                if other.exitcode is None and other.pid is not None:
+                    os.kill(other.pid, signal.SIGTERM)
     for i, worker_proc in enumerate(procs):
         worker_proc.join()
         if worker_proc.exitcode != 0:
@@ -251,8 +264,12 @@ def run_workers(count: int, make_source: Callable[[int], Any],
 
 def _child(worker: Callable[[int, Any, DnsExchange, Connection], int], index: int,
            ring: Any, exchange: DnsExchange, conn: Connection) -> None:
-    # Ctrl-C reaches the whole process group; the parent passes it on as SIGTERM.
+    # Ctrl-C reaches the whole process group; the parent passes it on as SIGTERM. The
+    # parent's forwarding handlers are not the worker's: SIGTERM ends a worker unless it
+    # sets its own (a live worker flushes first).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     code = 1
     try:
         code = worker(index, ring, exchange, conn)
@@ -338,12 +355,23 @@ class BatchFeed:
                 item = (where, (batch.offsets, batch.caplens, batch.wirelens, batch.ts_ns,
                                 batch.linktypes, batch.first_frame, batch.origin), layers)
                 for box in outboxes:
-                    box.put(item)
+                    if not self._put(box, item):
+                        return
         except Exception as exc:  # noqa: BLE001 - reported by the caller, workers told
             self.error = str(exc)
         finally:
             for box in outboxes:
-                box.put(None)
+                self._put(box, None)
+
+    def _put(self, box: queue.Queue[Any], item: Any) -> bool:
+        """Queue ``item`` for a worker's sender, unless the feed is stopped meanwhile."""
+        while not self._stop.is_set():
+            try:
+                box.put(item, timeout=0.5)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     def _take_slot(self) -> int | None:
         while not self._stop.is_set():

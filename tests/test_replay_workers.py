@@ -85,3 +85,55 @@ def test_workers_and_speed_do_not_mix(tmp_path: Path) -> None:
                            "--workers", "2", "--speed", "10"], capture_output=True, text=True,
                           timeout=60, cwd=ROOT)
     assert proc.returncode == 2 and "--speed replays in one process" in proc.stderr
+
+
+def _repeated_demo(path: Path, copies: int) -> None:
+    """The demo capture ``copies`` times over, each copy an hour later (a larger input
+    made in a moment)."""
+    import struct
+
+    data = DEMO.read_bytes()
+    header, body = data[:24], data[24:]
+    assert struct.unpack_from("<I", header)[0] == 0xA1B2C3D4  # microsecond pcap
+    records = []
+    pos = 0
+    while pos < len(body):
+        sec, usec, caplen, wirelen = struct.unpack_from("<IIII", body, pos)
+        records.append((sec, usec, caplen, wirelen, body[pos + 16 : pos + 16 + caplen]))
+        pos += 16 + caplen
+    with path.open("wb") as out:
+        out.write(header)
+        for copy in range(copies):
+            for sec, usec, caplen, wirelen, frame in records:
+                out.write(struct.pack("<IIII", sec + 3600 * copy, usec, caplen, wirelen))
+                out.write(frame)
+
+
+def test_a_dead_worker_ends_the_replay_with_an_error(tmp_path: Path) -> None:
+    """Killing one worker mid-run: the others are stopped (they would wait for its DNS
+    answers for ever), avmon names the worker and exits 1; nothing hangs."""
+    import os
+    import signal
+    import time
+
+    big = tmp_path / "big.pcap"
+    _repeated_demo(big, 400)
+    proc = subprocess.Popen([sys.executable, "-m", "monitor.cli", "replay", str(big),
+                             "--eve", os.devnull, "--workers", "2", "-q"], cwd=ROOT,
+                            stderr=subprocess.PIPE, text=True)
+    children: list[int] = []
+    deadline = time.monotonic() + 30
+    while len(children) < 2 and time.monotonic() < deadline and proc.poll() is None:
+        try:
+            text = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text()
+            # the workers, not multiprocessing's resource tracker (for shared memory)
+            children = [int(c) for c in text.split()
+                        if b"resource_tracker" not in Path(f"/proc/{c}/cmdline").read_bytes()]
+        except OSError:
+            pass
+        time.sleep(0.01)
+    assert len(children) == 2, "the workers did not start"
+    os.kill(children[0], signal.SIGKILL)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    assert "ended with exit code -9" in err
