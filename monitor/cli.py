@@ -604,7 +604,7 @@ def _live_worker(args: argparse.Namespace, config: Config, signatures: Signature
     from monitor import __version__
     from monitor.metrics import PipelineCollector
     from monitor.reload import ReloadRequest, reload_pipeline
-    from monitor.workers import Outbox, SharedDnsCache, WorkerDns
+    from monitor.workers import END, Outbox, SharedDnsCache, WorkerDns
 
     cache = SharedDnsCache()
     dns = WorkerDns(exchange, index, cache)
@@ -638,7 +638,7 @@ def _live_worker(args: argparse.Namespace, config: Config, signatures: Signature
                 pipe.tick(now)
                 dns.publish(now - idle_lag_ns)
             out.send(lambda: list(collector.collect()))
-        dns.publish(2**63 - 1)
+        dns.publish(END)  # done: it holds nobody up any more
         dns.take_in()
         pipe.finish()
         out.send(lambda: list(collector.collect()), force_metrics=True)

@@ -168,10 +168,6 @@ class WorkerDns:
         self.take_in()
         return True
 
-    def finish(self) -> None:
-        """This worker is done: it holds nobody up any more."""
-        self.exchange.watermarks[self.index] = END
-
     def wait_complete(self, ts_ns: int) -> None:
         """Block until :meth:`complete` holds for ``ts_ns`` (replay: the others get there)."""
         while not self.complete(ts_ns):

@@ -12,7 +12,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from monitor.attribution import DnsCache
 from monitor.metrics import MergedCollector, SinkStats
-from monitor.workers import DnsExchange, SharedDnsCache, WorkerDns
+from monitor.workers import END, DnsExchange, SharedDnsCache, WorkerDns
 
 CLIENT, ADDR = bytes([10, 0, 0, 5]), bytes([192, 0, 2, 7])
 ANSWERS = [("a.example", 100), ("b.example", 200), ("a.example", 300), ("c.example", 50)]
@@ -61,7 +61,7 @@ def test_names_reach_the_other_worker_before_its_watermark_says_so() -> None:
         assert hit is not None and hit.qname == "ds.kaspersky-labs.com"
         assert not caches[1].outbox  # a shared entry is not sent back
         assert not ends[1].complete(7 * 10**9)  # worker 0 has not got that far
-        ends[0].finish()
+        ends[0].publish(END)  # done
         assert ends[1].complete(10**18)
     finally:
         for end in ends:
