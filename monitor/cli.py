@@ -99,6 +99,41 @@ def _add_totals(into: dict[str, Any], more: dict[str, Any]) -> None:
             into[key] = into.get(key, 0) + value
 
 
+class _WorkerOutputs:
+    """What the first process does with its workers' messages: records go to EVE, the
+    alert sinks and any listeners; metric snapshots are summed for /metrics (``collector``);
+    the totals each worker reports at its end are added up (``totals``)."""
+
+    def __init__(self, eve: EveWriter, to_sinks: Callable[[dict[str, Any]], None],
+                 sinks: list[AlertSink],
+                 listeners: Sequence[Callable[[dict[str, Any]], None]] = (),
+                 damaged: Callable[[], int] | None = None) -> None:
+        from monitor.metrics import MergedCollector
+
+        self.eve = eve
+        self.to_sinks = to_sinks
+        self.listeners = tuple(listeners)
+        self.snapshots: dict[int, list[Any]] = {}
+        self.totals: dict[str, Any] = {}
+        self.collector = MergedCollector(
+            lambda: [self.snapshots[i] for i in sorted(self.snapshots)],
+            sinks=lambda: {s.name: s.stats for s in sinks}, damaged=damaged)
+
+    def __call__(self, index: int, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        if kind == "records":
+            for record in message[1]:
+                self.eve.write(record)
+                self.to_sinks(record)
+                for listener in self.listeners:
+                    listener(record)
+            self.eve.flush()
+        elif kind == "metrics":
+            self.snapshots[index] = message[1]
+        elif kind == "stop":
+            _add_totals(self.totals, message[1])
+
+
 def _summary(out: TextIO, reader: CaptureReader, t: dict[str, Any], wall: float,
              eve_target: str | None, records: int, workers: int = 1) -> None:
     rate = t["packets"] / wall if wall > 0 else 0.0
@@ -163,7 +198,6 @@ def _replay_workers(paths: Sequence[str], config: Config, signatures: SignatureS
     import multiprocessing
 
     from monitor.decode import decode_all
-    from monitor.metrics import MergedCollector
     from monitor.workers import BatchFeed, run_workers
 
     def warn(msg: str) -> None:
@@ -177,27 +211,16 @@ def _replay_workers(paths: Sequence[str], config: Config, signatures: SignatureS
 
     eve = EveWriter(eve_target)
     sinks, to_sinks = _start_sinks(config, warn)
-    snapshots: dict[int, list[Any]] = {}
-    metrics = _Metrics(MergedCollector(lambda: [snapshots[i] for i in sorted(snapshots)],
-                                       sinks=lambda: {s.name: s.stats for s in sinks},
-                                       damaged=lambda: len(reader.damaged)),
-                       metrics_textfile, metrics_listen)
-    totals: dict[str, Any] = {}
+    outputs = _WorkerOutputs(eve, to_sinks, sinks, listeners, damaged=lambda: len(reader.damaged))
+    metrics = _Metrics(outputs.collector, metrics_textfile, metrics_listen)
 
     def on_message(index: int, message: tuple[Any, ...]) -> None:
         if message[0] == "ack":
             feed.ack(message[1])
-        elif message[0] == "records":
-            for record in message[1]:
-                eve.write(record)
-                to_sinks(record)
-                for listener in listeners:
-                    listener(record)
+            return
+        outputs(index, message)
+        if message[0] == "records":
             metrics.tick()
-        elif message[0] == "metrics":
-            snapshots[index] = message[1]
-        elif message[0] == "stop":
-            _add_totals(totals, message[1])
 
     feed = BatchFeed(workers, multiprocessing.get_context("fork"))
     work = functools.partial(_replay_worker, feed, config, signatures, geo, evidence,
@@ -222,9 +245,9 @@ def _replay_workers(paths: Sequence[str], config: Config, signatures: SignatureS
     if code != 0:
         return 1
     if not quiet:
-        _summary(summary_out or sys.stderr, reader, totals, wall, eve_target, eve.records,
-                 workers)
-    if totals.get("packets", 0) == 0 and reader.damaged:
+        _summary(summary_out or sys.stderr, reader, outputs.totals, wall, eve_target,
+                 eve.records, workers)
+    if outputs.totals.get("packets", 0) == 0 and reader.damaged:
         print("avmon: error: no packets could be read", file=sys.stderr)
         return 1
     return 0
@@ -543,7 +566,7 @@ def _live_workers(args: argparse.Namespace, config: Config, listen: tuple[str, i
     interface (see monitor.workers); this process writes EVE, feeds the sinks and serves
     the summed metrics."""
     from monitor.capture.ring import RingCapture, ring_geometry
-    from monitor.metrics import MergedCollector, build_registry
+    from monitor.metrics import build_registry
     from monitor.workers import run_workers
 
     if args.source != "ring":
@@ -563,35 +586,18 @@ def _live_workers(args: argparse.Namespace, config: Config, listen: tuple[str, i
     work = functools.partial(_live_worker, args, config, signatures, geo)
     sinks, to_sinks = _start_sinks(config, lambda msg: _log("warning", message=msg))
     eve = EveWriter(args.eve)
-    snapshots: dict[int, list[Any]] = {}
-    collector = MergedCollector(lambda: [snapshots[i] for i in sorted(snapshots)],
-                                sinks=lambda: {s.name: s.stats for s in sinks})
-    server = _serve_metrics(build_registry(collector), listen)
-    totals = {"packets": 0, "flows": 0, "alerts": 0, "dropped": 0}
-
-    def on_message(index: int, message: tuple[Any, ...]) -> None:
-        kind = message[0]
-        if kind == "records":
-            for record in message[1]:
-                eve.write(record)
-                to_sinks(record)
-            eve.flush()
-        elif kind == "metrics":
-            snapshots[index] = message[1]
-        elif kind == "stop":
-            for key, value in message[1].items():
-                totals[key] += value
+    outputs = _WorkerOutputs(eve, to_sinks, sinks)
+    server = _serve_metrics(build_registry(outputs.collector), listen)
 
     _log("start", interfaces=args.interface, source=args.source, workers=args.workers,
          metrics=f"http://{listen[0]}:{listen[1]}/metrics")
     try:
-        code = run_workers(args.workers, make_ring, work, on_message, _log,
-                           opened=opened)
+        code = run_workers(args.workers, make_ring, work, outputs, _log, opened=opened)
     finally:
         eve.close()
         _close_sinks(sinks)
         server.shutdown()
-    _log("stop", **totals)
+    _log("stop", **outputs.totals)
     return code
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import queue
 import re
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
@@ -67,8 +68,11 @@ class TsharkCapture:
         raise CaptureError("--source tshark: tshark did not start capturing")
 
     def stop(self) -> None:
+        """Ask tshark to end: SIGINT, on which it stops capturing and writes out what it
+        has (SIGTERM could lose the packets still in dumpcap's buffer); the batches go
+        on until its output ends."""
         if self._proc.poll() is None:
-            self._proc.terminate()
+            self._proc.send_signal(signal.SIGINT)
 
     def dropped(self) -> int:
         return self._drops
