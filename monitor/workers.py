@@ -64,11 +64,8 @@ DnsEntry = tuple[bytes, bytes, str, tuple[str, ...], int, int]
 class SharedDnsCache(DnsCache):
     """A DNS cache that also keeps what this worker added, to be sent to the others."""
 
-    def __init__(self, max_entries: int | None = None, max_names: int | None = None) -> None:
-        if max_entries is None or max_names is None:
-            super().__init__()
-        else:
-            super().__init__(max_entries, max_names)
+    def __init__(self) -> None:
+        super().__init__()
         self.outbox: list[DnsEntry] = []
 
     def add(self, client: bytes, address: bytes, qname: str, chain: tuple[str, ...], ttl: int,
@@ -101,7 +98,6 @@ class WorkerDns:
         self.exchange = exchange
         self.index = index
         self.cache = cache
-        self.dropped = 0
         self._received: collections.deque[list[DnsEntry]] = collections.deque()
         self._held = 0
         #: Messages received from each worker (dropped ones included).
@@ -122,7 +118,6 @@ class WorkerDns:
             sender, entries = message
             with self._lock:
                 if self._held + len(entries) > MAX_INBOX:
-                    self.dropped += len(entries)
                     self.cache.evictions += len(entries)  # avmon_dns_cache_evictions_total
                 else:
                     self._received.append(entries)

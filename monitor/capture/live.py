@@ -20,7 +20,13 @@ from typing import Final
 import numpy as np
 
 from monitor.capture.batch import Batch, LinkType, empty_batch
-from monitor.capture.ring import ETH_P_ALL, PACKET_OUTGOING, PACKET_STATISTICS, SOL_PACKET
+from monitor.capture.ring import (
+    ETH_P_ALL,
+    PACKET_OUTGOING,
+    PACKET_STATISTICS,
+    SOL_PACKET,
+    open_error,
+)
 from monitor.errors import CaptureError
 
 __all__ = ["LiveCapture"]
@@ -59,13 +65,9 @@ class LiveCapture:
                 for sock, linktype, _ in self._socks:
                     attach_bpf(sock, compile_bpf(bpf, "RAW" if linktype == LinkType.RAW
                                                  else "EN10MB"))
-        except PermissionError:
-            self.close()
-            raise CaptureError("live capture needs CAP_NET_RAW (run as root, or grant the "
-                               "capability: setcap cap_net_raw,cap_net_admin=eip)") from None
         except OSError as exc:
             self.close()
-            raise CaptureError(f"cannot capture on {name}: {exc.strerror}") from None
+            raise open_error(name, exc) from None
 
     @staticmethod
     def _open(name: str) -> tuple[socket.socket, int, bool]:

@@ -30,7 +30,7 @@ from monitor.capture.batch import Batch, LinkType, empty_batch
 from monitor.capture.bpf import attach_bpf, compile_bpf
 from monitor.errors import CaptureError
 
-__all__ = ["RingCapture", "ring_geometry"]
+__all__ = ["RingCapture", "open_error", "ring_geometry"]
 
 ETH_P_ALL: Final = 0x0003
 SOL_PACKET: Final = 263
@@ -100,6 +100,14 @@ class _Ring:
         self.view = memoryview(self.ring)
 
 
+def open_error(name: str, exc: OSError) -> CaptureError:
+    """The one-line error for an AF_PACKET socket that could not be opened on ``name``."""
+    if isinstance(exc, PermissionError):
+        return CaptureError("live capture needs CAP_NET_RAW (run as root, or grant the "
+                            "capability: setcap cap_net_raw,cap_net_admin=eip)")
+    return CaptureError(f"cannot capture on {name}: {exc.strerror or exc}")
+
+
 def ring_geometry(megabytes: int) -> dict[str, int]:
     """Block size and count for a ring of ``megabytes``: 4 MiB blocks, or at least eight
     smaller ones (whole pages) for a small ring."""
@@ -145,13 +153,9 @@ class RingCapture:
         try:
             for index, name in enumerate(interfaces):
                 self._rings.append(self._open(name, programs, index))
-        except PermissionError:
-            self.close()
-            raise CaptureError("live capture needs CAP_NET_RAW (run as root, or grant the "
-                               "capability: setcap cap_net_raw,cap_net_admin=eip)") from None
         except OSError as exc:
             self.close()
-            raise CaptureError(f"cannot capture on {name}: {exc.strerror or exc}") from None
+            raise open_error(name, exc) from None
         except CaptureError:
             self.close()
             raise
