@@ -552,6 +552,22 @@ def sensor_health() -> dict[str, Any]:
                    "DNS cache entries dropped because the cache was full, per second.",
                    [target(f"sum by (instance) ({rate('avmon_dns_cache_evictions_total')})",
                            "{{instance}}")], unit="cps", w=12, table_legend=False),
+        row("Resource limits"),
+        timeseries("Resource limits acting",
+                   "Times per second a resource limit acted (docs/limits.md), by limit: "
+                   "the oldest state went so that new traffic is still watched.",
+                   [target(f"sum by (limit) ({rate('avmon_limit_hits_total')}) > 0",
+                           "{{limit}}", ref="A"),
+                    target("sum by (sink, limit) "
+                           f"({rate('avmon_alert_sink_limit_hits_total')}) > 0",
+                           "{{sink}}: {{limit}}", ref="B")],
+                   unit="cps", w=12, stack=True, no_value="0"),
+        timeseries("Reassembly bytes held",
+                   "Bytes flows hold while waiting for the rest of a ClientHello, DNS "
+                   "message, QUIC Initial or fragmented datagram "
+                   "(limits.reassembly_bytes_total caps it).",
+                   [target(f"sum by (instance) ({sel('avmon_reassembly_bytes')})",
+                           "{{instance}}")], unit="bytes", w=12, table_legend=False),
         row("Latency and data freshness"),
         timeseries("Processing lag",
                    "Wall-clock time minus the newest packet's capture time (live capture; "
@@ -679,6 +695,16 @@ RULE_GROUPS: list[tuple[str, list[dict[str, Any]]]] = [
              "Flows are being evicted early ({{ $value | humanize }}/s) because the flow "
              "table is full; raise max_flows or shorten the idle timeout.",
              "Evicted flows are still written out, but late flows lose their history."),
+        rule("AvmonLimitHit",
+             "sum by (job, instance, limit) (\n"
+             "  rate(avmon_limit_hits_total{limit!=\"flows\"}[10m])\n) > 0",
+             "10m", "warning",
+             "avmon limit {{ $labels.limit }} is acting on {{ $labels.instance }}",
+             "The {{ $labels.limit }} limit on {{ $labels.instance }} has acted "
+             "{{ $value | humanize }} times/s for 10 minutes: the oldest state is being "
+             "dropped (a flood, or a limit too small for this link; see docs/limits.md).",
+             "Sustained pressure on a limit is a flood or an undersized sensor "
+             "(the flow table has its own rule)."),
         rule("AvmonParseErrorSpike",
              "sum by (job, instance, protocol) (rate(avmon_parse_errors_total[5m])) > 0.2\n"
              "and\n"

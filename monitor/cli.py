@@ -262,7 +262,7 @@ def _replay_worker(feed: Any, config: Config, signatures: SignatureSet, geo: Geo
     from monitor.metrics import PipelineCollector
     from monitor.workers import END, Outbox, SharedDnsCache, WorkerDns
 
-    cache = SharedDnsCache()
+    cache = SharedDnsCache(config.limits)
     dns = WorkerDns(exchange, index, cache)
     out = Outbox(conn)
     pipe = Pipeline(config, listeners=[out], signatures=signatures, geo=geo,
@@ -393,7 +393,7 @@ def _start_sinks(config: Config, warn: Callable[[str], None]
                  ) -> tuple[list[AlertSink], Callable[[dict[str, Any]], None]]:
     """The alert sinks the configuration asks for, started, and the listener that feeds
     them the alert records."""
-    sinks = build_sinks(config.alertmanager, config.syslog)
+    sinks = build_sinks(config.alertmanager, config.syslog, config.limits.sink_pending_alerts)
     for sink in sinks:
         err = getattr(sink, "error", None)
         if err:
@@ -612,7 +612,7 @@ def _live_worker(args: argparse.Namespace, config: Config, signatures: Signature
     from monitor.reload import ReloadRequest, reload_pipeline
     from monitor.workers import END, Outbox, SharedDnsCache, WorkerDns
 
-    cache = SharedDnsCache()
+    cache = SharedDnsCache(config.limits)
     dns = WorkerDns(exchange, index, cache)
     out = Outbox(conn)
     pipe = Pipeline(config, listeners=[out], signatures=signatures, geo=geo,

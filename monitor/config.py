@@ -20,6 +20,7 @@ from typing import Any, Final
 
 from monitor.errors import ConfigError
 from monitor.flow.table import MAX_FLOWS, FlowTimeouts
+from monitor.limits import Limits
 
 __all__ = ["BASES", "CLASSIFICATIONS", "SEVERITIES", "AlertException", "Config", "GeoConfig",
            "PolicyConfig", "Rule", "Segment", "load_config"]
@@ -113,6 +114,7 @@ class Config:
     timeouts: FlowTimeouts = field(default_factory=FlowTimeouts)
     max_flows: int = MAX_FLOWS
     community_id_seed: int = 0
+    limits: Limits = field(default_factory=Limits)
     #: Alertmanager sink options (None: no sink); keys as in docs/alert-sinks.md.
     alertmanager: dict[str, Any] | None = None
     #: Syslog sink options (None: no sink).
@@ -221,7 +223,8 @@ def _hint(key: str, allowed: set[str]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
-_TOP: Final = {"geo", "policy", "segments", "signatures", "flow", "alertmanager", "syslog"}
+_TOP: Final = {"geo", "policy", "segments", "signatures", "flow", "limits", "alertmanager",
+                "syslog"}
 _FACILITIES: Final = ("kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news",
                       "uucp", "cron", "authpriv", "ftp", "local0", "local1", "local2",
                       "local3", "local4", "local5", "local6", "local7")
@@ -303,6 +306,11 @@ def load_config(path: str | Path | None) -> Config:
         seed = c.integer(f.get("community_id_seed", 0), "flow.community_id_seed")
         if seed > 0xFFFF:
             raise c.fail("flow.community_id_seed", "must fit in 16 bits")
+    limits = Limits()
+    if "limits" in doc:
+        fields = set(Limits.__dataclass_fields__)
+        lim = c.table(doc["limits"], "limits", fields)
+        limits = Limits(**{k: c.integer(v, f"limits.{k}", 1) for k, v in lim.items()})
     alertmanager: dict[str, Any] | None = None
     if "alertmanager" in doc:
         a = c.table(doc["alertmanager"], "alertmanager",
@@ -346,7 +354,7 @@ def load_config(path: str | Path | None) -> Config:
             syslog["timeout_seconds"] = c.number(sl["timeout_seconds"], "syslog.timeout_seconds")
     return Config(path=p, geo=geo, policy=policy, segments=segments, signatures=sig_dir,
                   timeouts=timeouts, max_flows=max_flows, community_id_seed=seed,
-                  alertmanager=alertmanager, syslog=syslog)
+                  limits=limits, alertmanager=alertmanager, syslog=syslog)
 
 
 def _segments(c: _Checker, raw: Any) -> tuple[Segment, ...]:

@@ -27,6 +27,7 @@ from monitor.errors import ParseError
 from monitor.eve import flow_header
 from monitor.flow.reassembly import StreamPrefix
 from monitor.flow.table import TCP_ACK, TCP_SYN, Assignment, Flow
+from monitor.limits import Limits
 from monitor.parsers import dns as dnsp
 from monitor.parsers import http as httpp
 from monitor.parsers import quic as quicp
@@ -69,6 +70,11 @@ class DissectStats:
     parse_errors: dict[tuple[str, str], int] = field(default_factory=dict)
     #: Flows that stopped being inspected at a cap before anything was found.
     gave_up: int = 0
+    #: Flows that stopped being inspected at a reassembly limit, by limit name.
+    limit_hits: dict[str, int] = field(default_factory=lambda: {
+        "reassembly_bytes_per_flow": 0, "reassembly_bytes_total": 0})
+    #: Reassembly bytes held by all flows now.
+    held_bytes: int = 0
 
     def error(self, protocol: str, exc: ParseError) -> None:
         key = (protocol, exc.reason)
@@ -117,8 +123,11 @@ class Dissector:
                  on_new_flow: Callable[[Flow], None] = lambda flow: None,
                  on_settled: Callable[[Flow, int, int], None] = lambda flow, t, frame: None,
                  hold: Callable[[Flow, dict[str, Any]], bool] = lambda flow, rec: False,
-                 ) -> None:
+                 limits: Limits | None = None) -> None:
         self.emit = emit
+        self.limits = limits or Limits()
+        #: Flows holding reassembly bytes -> how many, in the order they began to.
+        self._held: dict[Flow, int] = {}
         #: Asked before a flow's record is written: True keeps it back (the pipeline
         #: writes it once the flow's name is settled).
         self.hold = hold
@@ -213,8 +222,49 @@ class Dissector:
                     flow.inspect = False
             else:
                 flow.inspect = False
-            if not flow.inspect:
+            if flow.inspect:
+                self._account(flow, t, frame)
+            else:
+                self.release(flow)
                 self.on_settled(flow, t, frame)
+
+    # -- reassembly limits ---------------------------------------------------------
+    def _account(self, flow: Flow, t: int, frame: int) -> None:
+        """Keep the bytes ``flow`` holds for reassembly within the limits."""
+        held = _held_by(flow)
+        before = self._held.get(flow, 0)
+        if held == before:
+            return
+        self.stats.held_bytes += held - before
+        if held:
+            self._held[flow] = held
+        else:
+            del self._held[flow]
+        if held > self.limits.reassembly_bytes_per_flow:
+            self._give_up(flow, "reassembly_bytes_per_flow", t, frame)
+        total = self.limits.reassembly_bytes_total
+        while self.stats.held_bytes > total and self._held:
+            oldest = next(iter(self._held))
+            if oldest is flow:
+                self._give_up(flow, "reassembly_bytes_total", t, frame)
+            else:
+                self._give_up(oldest, "reassembly_bytes_total", oldest.last_ns,
+                              oldest.first_frame)
+
+    def _give_up(self, flow: Flow, limit: str, t: int, frame: int) -> None:
+        flow.inspect = False
+        self.release(flow)
+        self.stats.limit_hits[limit] += 1
+        self.stats.gave_up += 1
+        self.on_settled(flow, t, frame)
+
+    def release(self, flow: Flow) -> None:
+        """Drop ``flow``'s reassembly state (it stopped being inspected, or ended)."""
+        self.stats.held_bytes -= self._held.pop(flow, 0)
+        ext = flow.ext
+        ext.pop("tcp", None)
+        ext.pop("quic", None)
+        ext.pop("frags", None)
 
     # -- IP fragments --------------------------------------------------------------
     def _reassemble(self, flow: Flow, cols: Columns, i: int, buf: memoryview,
@@ -502,6 +552,22 @@ class Dissector:
             if info is not None:
                 rec["avmon"] = info
             self.emit(rec)
+
+
+def _held_by(flow: Flow) -> int:
+    """Bytes ``flow`` holds for reassembly."""
+    ext = flow.ext
+    held = 0
+    tcp: _TcpState | None = ext.get("tcp")
+    if tcp is not None:
+        held += tcp.prefix.buffered + len(tcp.dns_bufs[0]) + len(tcp.dns_bufs[1])
+    quic: _QuicState | None = ext.get("quic")
+    if quic is not None:
+        held += quic.assembler.buffered
+    trains: dict[int, _Train] | None = ext.get("frags")
+    if trains:
+        held += sum(train.size for train in trains.values())
+    return held
 
 
 class _Overflow(ParseError):

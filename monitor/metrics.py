@@ -22,6 +22,7 @@ from prometheus_client.registry import Collector
 
 from monitor.config import UNCLASSIFIED
 from monitor.decode import Undecoded
+from monitor.limits import PIPELINE_LIMITS, SINK_LIMITS
 
 if TYPE_CHECKING:
     from monitor.pipeline import Pipeline
@@ -57,6 +58,8 @@ METRIC_NAMES: Final = (
     "avmon_protocol_units_total",
     "avmon_parse_errors_total",
     "avmon_dissection_abandoned_total",
+    "avmon_reassembly_bytes",
+    "avmon_limit_hits_total",
     "avmon_identifications_total",
     "avmon_av_flows_total",
     "avmon_av_egress_bytes_total",
@@ -67,6 +70,7 @@ METRIC_NAMES: Final = (
     "avmon_alert_sink_errors_total",
     "avmon_alert_sink_queue_length",
     "avmon_alert_spool_bytes",
+    "avmon_alert_sink_limit_hits_total",
     "avmon_signatures_info",
     "avmon_signature_vendors",
     "avmon_geo_database_build_timestamp_seconds",
@@ -83,6 +87,8 @@ class SinkStats:
     errors: int = 0
     queue_length: int = 0
     spool_bytes: int = 0
+    #: Alerts that met a sink limit, by limit name (:data:`monitor.limits.SINK_LIMITS`).
+    limit_hits: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SINK_LIMITS, 0))
 
 
 @dataclass(slots=True)
@@ -210,6 +216,19 @@ class PipelineCollector(Collector):
                                 "Flows no longer inspected at a cap, nothing found.")
         m.add_metric([], ds.gave_up)
         yield m
+        m = GaugeMetricFamily("avmon_reassembly_bytes",
+                              "Bytes flows hold for reassembly (limits.reassembly_bytes_total).")
+        m.add_metric([], ds.held_bytes)
+        yield m
+        m = CounterMetricFamily("avmon_limit_hits",
+                                "Times a resource limit acted (docs/limits.md), by limit.",
+                                labels=["limit"])
+        hits = {"flows": ts.flows_evicted, "dns_cache_entries": p.dns_cache.evictions,
+                "dns_names_per_address": p.dns_cache.names_dropped,
+                "waiting_flows": st.waiting_full, **ds.limit_hits}
+        for limit in PIPELINE_LIMITS:
+            m.add_metric([limit], hits[limit])
+        yield m
 
         av = p.av
         m = CounterMetricFamily("avmon_identifications",
@@ -311,12 +330,17 @@ def sink_families(sinks: dict[str, SinkStats]) -> list[Metric]:
                               "Alerts waiting in a sink's queue.", labels=["sink"])
     spool = GaugeMetricFamily("avmon_alert_spool_bytes",
                               "Bytes in a sink's on-disk spool.", labels=["sink"])
+    limits = CounterMetricFamily("avmon_alert_sink_limit_hits",
+                                 "Alerts that met a sink limit (docs/limits.md).",
+                                 labels=["sink", "limit"])
     for name, s in sorted(sinks.items()):
         sent.add_metric([name], s.sent)
         errs.add_metric([name], s.errors)
         queue.add_metric([name], s.queue_length)
         spool.add_metric([name], s.spool_bytes)
-    return [sent, errs, queue, spool]
+        for limit in SINK_LIMITS:
+            limits.add_metric([name, limit], s.limit_hits.get(limit, 0))
+    return [sent, errs, queue, spool, limits]
 
 
 #: Families that describe the whole sensor rather than add up over workers (every worker
@@ -328,7 +352,8 @@ SHARED_FAMILIES: Final = frozenset({
     "avmon_config_reload_errors",
 })
 _SINK_FAMILIES: Final = frozenset({"avmon_alert_sink_sent", "avmon_alert_sink_errors",
-                                   "avmon_alert_sink_queue_length", "avmon_alert_spool_bytes"})
+                                   "avmon_alert_sink_queue_length", "avmon_alert_spool_bytes",
+                                   "avmon_alert_sink_limit_hits"})
 
 
 class MergedCollector(Collector):

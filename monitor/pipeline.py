@@ -32,8 +32,6 @@ __all__ = ["Pipeline", "PipelineStats", "avmon_object"]
 _REASONS: Final = [r for r in Undecoded if r != Undecoded.OK]
 #: Longest a flow waits for other workers' DNS answers before it is judged anyway.
 WAIT_SECONDS: Final = 3.0
-#: Flows that may wait at once; beyond it flows are judged without waiting.
-MAX_WAITING_FLOWS: Final = 100_000
 
 
 @dataclass(slots=True)
@@ -46,6 +44,8 @@ class PipelineStats:
     flows_ended: int = 0
     #: Packets with no L3/L4 columns, by reason label.
     undecoded: dict[str, int] = field(default_factory=lambda: {r.label: 0 for r in _REASONS})
+    #: Flows judged without waiting for other workers' answers: too many waited.
+    waiting_full: int = 0
     #: Flow records written, by reason.
     flows_by_reason: dict[str, int] = field(default_factory=dict)
 
@@ -68,7 +68,8 @@ class Pipeline:
         self.listeners = tuple(listeners)
         self.signatures = signatures if signatures is not None \
             else load_signature_set(cfg.signatures)
-        self.dns_cache = dns_cache if dns_cache is not None else DnsCache()
+        self.dns_cache = dns_cache if dns_cache is not None else \
+            DnsCache(cfg.limits.dns_cache_entries, cfg.limits.dns_names_per_address)
         self._new_flows: list[Flow] = []
         self.table = FlowTable(
             timeouts=timeouts or cfg.timeouts, on_expire=self._flow_ended,
@@ -77,7 +78,8 @@ class Pipeline:
             community_id_seed=cfg.community_id_seed if community_id_seed is None
             else community_id_seed, on_continue=self._flow_continued)
         self.dissector = Dissector(self.emit, self.dns_cache, self.on_facts, self.name_info,
-                                   self._flow_opened, self._flow_settled, self._hold)
+                                   self._flow_opened, self._flow_settled, self._hold,
+                                   cfg.limits)
         self.evidence = EvidenceWriter(evidence_dir) if evidence_dir is not None else None
         self.alerts = AlertEngine(cfg, self.emit, geo, self.evidence)
         self.stats = PipelineStats()
@@ -209,8 +211,8 @@ class Pipeline:
         if "judged" in flow.ext:
             return
         if "fact_at" in flow.ext and _unnamed(flow):
-            if not final and self._name_may_come(flow) \
-                    and len(self._waiting) < MAX_WAITING_FLOWS:
+            if not final and self._name_may_come(flow) and (id(flow) in self._waiting
+                                                             or self._room(self._waiting)):
                 if id(flow) not in self._waiting:
                     flow.ext["counts_at"] = (frame, self.alerts.counts_at(flow, frame))
                     self._waiting[id(flow)] = (flow, ts_ns, frame, time.monotonic())
@@ -232,6 +234,13 @@ class Pipeline:
             flow.ext["av_counted"] = 0
             self._av_flows[id(flow)] = flow
         self.alerts.check(flow, attr, ts_ns, frame)
+
+    def _room(self, waiting: dict[int, tuple[Flow, int, int, float]]) -> bool:
+        """Room for one more waiting flow (counted when there is none)."""
+        if len(waiting) < self.config.limits.waiting_flows:
+            return True
+        self.stats.waiting_full += 1
+        return False
 
     def _name_may_come(self, flow: Flow) -> bool:
         """Another worker may still send the DNS answer that names ``flow``."""
@@ -266,9 +275,10 @@ class Pipeline:
         return info
 
     def _flow_ended(self, flow: Flow) -> None:
+        self.dissector.release(flow)
         waiting = self._waiting.pop(id(flow), None)
-        if "fact_at" in flow.ext and _unnamed(flow) and len(self._ended) < MAX_WAITING_FLOWS \
-                and self._name_may_come(flow):
+        if "fact_at" in flow.ext and _unnamed(flow) and self._name_may_come(flow) \
+                and self._room(self._ended):
             # Its name may still come from another worker: the record waits with it.
             self._ended[id(flow)] = waiting or (flow, flow.last_ns, flow.first_frame,
                                                 time.monotonic())

@@ -39,6 +39,7 @@ from multiprocessing.queues import SimpleQueue
 from typing import Any, Final, cast
 
 from monitor.attribution import DnsCache
+from monitor.limits import Limits
 
 __all__ = ["END", "BatchFeed", "DnsExchange", "Outbox", "SharedDnsCache", "WorkerDns",
            "run_workers"]
@@ -64,8 +65,8 @@ DnsEntry = tuple[bytes, bytes, str, tuple[str, ...], int, int]
 class SharedDnsCache(DnsCache):
     """A DNS cache that also keeps what this worker added, to be sent to the others."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, limits: Limits) -> None:
+        super().__init__(limits.dns_cache_entries, limits.dns_names_per_address)
         self.outbox: list[DnsEntry] = []
 
     def add(self, client: bytes, address: bytes, qname: str, chain: tuple[str, ...], ttl: int,

@@ -11,6 +11,7 @@ import time
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from monitor.attribution import DnsCache
+from monitor.limits import Limits
 from monitor.metrics import MergedCollector, SinkStats
 from monitor.workers import END, DnsExchange, SharedDnsCache, WorkerDns
 
@@ -44,7 +45,7 @@ def _wait(predicate: object, seconds: float = 5.0) -> bool:
 
 def test_names_reach_the_other_worker_before_its_watermark_says_so() -> None:
     exchange = DnsExchange(2, multiprocessing.get_context("fork"))
-    caches = [SharedDnsCache(), SharedDnsCache()]
+    caches = [SharedDnsCache(Limits()), SharedDnsCache(Limits())]
     ends = [WorkerDns(exchange, i, caches[i]) for i in range(2)]
     try:
         # Worker 1 has published nothing: worker 0 may not judge anything yet.

@@ -731,6 +731,11 @@ class QuicInitialAssembler:
         return self._scid
 
     @property
+    def buffered(self) -> int:
+        """Bytes of CRYPTO data held for the current connection attempt."""
+        return len(self._crypto._buf)
+
+    @property
     def done(self) -> bool:
         """True once the complete ClientHello handshake message has been assembled."""
         return self._handshake is not None

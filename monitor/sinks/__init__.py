@@ -90,7 +90,8 @@ def _kwargs(section: str, options: Mapping[str, Any],
 
 
 def build_sinks(alertmanager: Mapping[str, Any] | None,
-                syslog: Mapping[str, Any] | None) -> list[AlertSink]:
+                syslog: Mapping[str, Any] | None,
+                queue_limit: int | None = None) -> list[AlertSink]:
     """The sinks the ``[alertmanager]`` and ``[syslog]`` option tables ask for (not started).
 
     A missing table (None) means no such sink. Raises ConfigError (one line: the key and
@@ -101,13 +102,13 @@ def build_sinks(alertmanager: Mapping[str, Any] | None,
     if alertmanager is not None:
         kw = _kwargs("alertmanager", alertmanager, ALERTMANAGER_OPTIONS, "url")
         try:
-            sinks.append(AlertmanagerSink(**kw))
+            sinks.append(AlertmanagerSink(**kw, queue_limit=queue_limit))
         except ValueError as e:
             raise ConfigError(f"key 'alertmanager': {e}") from None
     if syslog is not None:
         kw = _kwargs("syslog", syslog, SYSLOG_OPTIONS, "address")
         try:
-            sinks.append(SyslogSink(**kw))
+            sinks.append(SyslogSink(**kw, queue_limit=queue_limit))
         except ValueError as e:
             raise ConfigError(f"key 'syslog': {e}") from None
     return sinks

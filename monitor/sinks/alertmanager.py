@@ -177,7 +177,8 @@ class AlertmanagerSink(QueuedSink):
                  spool_max_bytes: int = DEFAULT_SPOOL_MAX_BYTES,
                  clock: Callable[[], float] = time.time,
                  backoff_initial: float = 0.5, backoff_max: float = 30.0,
-                 generator_url: str | None = None, name: str = "alertmanager") -> None:
+                 generator_url: str | None = None, name: str = "alertmanager",
+                 queue_limit: int | None = None) -> None:
         parsed = urllib.parse.urlsplit(url)
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
             raise ValueError(f"alertmanager url must be http(s)://host:port, not {url!r}")
@@ -188,7 +189,7 @@ class AlertmanagerSink(QueuedSink):
         if spool_max_bytes < MIN_SEGMENT_BYTES:
             raise ValueError(f"alertmanager spool_max_bytes must be at least {MIN_SEGMENT_BYTES}")
         super().__init__(name, clock=clock, backoff_initial=backoff_initial,
-                         backoff_max=backoff_max)
+                         backoff_max=backoff_max, queue_limit=queue_limit)
         self.url = url.rstrip("/")
         self.endpoint = self.url + "/api/v2/alerts"
         self.resend_interval = float(resend_interval)
@@ -205,7 +206,7 @@ class AlertmanagerSink(QueuedSink):
         if spool_dir is not None:
             try:
                 self.spool = Spool(Path(spool_dir), spool_max_bytes,
-                                   on_drop=lambda n: self.count(errors=n))
+                                   on_drop=self._spool_dropped)
             except SpoolError as e:
                 self.error = str(e)
                 self.count(errors=1)
@@ -235,6 +236,10 @@ class AlertmanagerSink(QueuedSink):
                 log.error("%s: spool: %s", self.name, e)
                 self.count(errors=1)
             self.stats.spool_bytes = self.spool.bytes
+
+    def _spool_dropped(self, n: int) -> None:
+        self.count(errors=n)
+        self.limit_hit("spool_bytes", n)
 
     def _overflow(self, item: Raised) -> None:
         self._persist([item], why="queue full" if not self._closed else "sink closed")

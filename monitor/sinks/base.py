@@ -92,8 +92,11 @@ class QueuedSink:
     """A sink thread behind a bounded queue. Subclasses implement :meth:`_run`."""
 
     def __init__(self, name: str, *, clock: Callable[[], float] = time.time,
-                 backoff_initial: float = 0.5, backoff_max: float = 30.0) -> None:
+                 backoff_initial: float = 0.5, backoff_max: float = 30.0,
+                 queue_limit: int | None = None) -> None:
         self.name = name
+        #: Alerts held in memory at most (``limits.sink_pending_alerts``).
+        self.queue_limit = MAX_QUEUE if queue_limit is None else queue_limit
         self.stats = SinkStats()
         self._clock = clock
         self._backoff = Backoff(backoff_initial, backoff_max)
@@ -111,11 +114,13 @@ class QueuedSink:
         item: Raised = (self._clock(), record)
         try:
             with self._cond:
-                if not self._closed and len(self._items) < MAX_QUEUE:
-                    self._items.append(item)
-                    self.stats.queue_length = len(self._items)
-                    self._cond.notify()
-                    return
+                if not self._closed:
+                    if len(self._items) < self.queue_limit:
+                        self._items.append(item)
+                        self.stats.queue_length = len(self._items)
+                        self._cond.notify()
+                        return
+                    self.limit_hit("sink_pending_alerts")
             self._overflow(item)
         except Exception:  # noqa: BLE001 - a sink never raises into the packet loop
             log.exception("%s: could not queue an alert", self.name)
@@ -190,6 +195,10 @@ class QueuedSink:
         if last is None or now - last >= WARN_INTERVAL_SECONDS:
             self._warned_at[key] = now
             log.warning(msg, *args)
+
+    def limit_hit(self, limit: str, n: int = 1) -> None:
+        with self._stats_lock:
+            self.stats.limit_hits[limit] += n
 
     def count(self, *, sent: int = 0, errors: int = 0) -> None:
         with self._stats_lock:

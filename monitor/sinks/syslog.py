@@ -233,7 +233,7 @@ class SyslogSink(QueuedSink):
                  hostname: str | None = None, max_message: int = DEFAULT_MAX_MESSAGE,
                  timeout: float = 5.0, backoff_initial: float = 0.5,
                  backoff_max: float = 30.0, clock: Callable[[], float] = time.time,
-                 name: str = "syslog") -> None:
+                 name: str = "syslog", queue_limit: int | None = None) -> None:
         if facility not in FACILITIES:
             raise ValueError(f"syslog facility {facility!r}: expected one of "
                              f"{', '.join(FACILITIES)}")
@@ -243,7 +243,7 @@ class SyslogSink(QueuedSink):
             raise ValueError("syslog timeout must be positive")
         self._conn = _transport(address, timeout)
         super().__init__(name, clock=clock, backoff_initial=backoff_initial,
-                         backoff_max=backoff_max)
+                         backoff_max=backoff_max, queue_limit=queue_limit)
         self.address = address
         self.app_name = app_name
         self.facility = facility
