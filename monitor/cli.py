@@ -209,7 +209,7 @@ def _replay_workers(paths: Sequence[str], config: Config, signatures: SignatureS
         for batch in reader:
             yield batch, decode_all(batch)
 
-    eve = EveWriter(eve_target)
+    eve = EveWriter(eve_target, warn)
     sinks, to_sinks = _start_sinks(config, warn)
     outputs = _WorkerOutputs(eve, to_sinks, sinks, listeners, damaged=lambda: len(reader.damaged))
     metrics = _Metrics(outputs.collector, metrics_textfile, metrics_listen)
@@ -358,6 +358,11 @@ class _Metrics:
 
         self.registry = build_registry(collector)
         self.textfile = textfile
+        if textfile:
+            folder = Path(textfile).parent
+            if not folder.is_dir() or not os.access(folder, os.W_OK):
+                raise ConfigError(f"--metrics-textfile {textfile}: {folder} is not a "
+                                  "writable directory")
         self._next = time.monotonic() + self.TEXTFILE_INTERVAL
         self.server = _serve_metrics(self.registry, listen) if listen is not None else None
 
@@ -370,7 +375,11 @@ class _Metrics:
         if self.textfile:
             from prometheus_client import write_to_textfile
 
-            write_to_textfile(self.textfile, self.registry)
+            try:
+                write_to_textfile(self.textfile, self.registry)
+            except OSError as e:
+                print(f"avmon: warning: --metrics-textfile {self.textfile}: {e.strerror}",
+                      file=sys.stderr)
 
     def close(self) -> None:
         if self.server is not None:
@@ -456,7 +465,7 @@ def _replay(paths: Sequence[str], config: Config, eve_target: str | None, quiet:
                                linger, workers)
     # Paced replays read small batches so the pace is kept within a batch's span.
     reader = CaptureReader(paths, warn=warn, **({"batch_packets": 32} if speed else {}))
-    eve = EveWriter(eve_target)
+    eve = EveWriter(eve_target, warn)
     sinks, to_sinks = _start_sinks(config, warn)
     pipe = Pipeline(config, eve=eve, listeners=[*listeners, to_sinks], signatures=signatures,
                     geo=geo, evidence_dir=evidence)
@@ -512,7 +521,7 @@ def cmd_live(args: argparse.Namespace) -> int:
 
         drop_privileges(args.user)  # the capture sockets are open: root is not needed
     sinks, to_sinks = _start_sinks(config, lambda msg: _log("warning", message=msg))
-    eve = EveWriter(args.eve)
+    eve = EveWriter(args.eve, lambda msg: _log("warning", message=msg))
     pipe = Pipeline(config, eve=eve, listeners=[to_sinks], signatures=signatures, geo=geo,
                     evidence_dir=Path(args.evidence) if args.evidence else None)
     collector = PipelineCollector(pipe, source=args.source, live=True, version=__version__,
@@ -585,7 +594,7 @@ def _live_workers(args: argparse.Namespace, config: Config, listen: tuple[str, i
 
     work = functools.partial(_live_worker, args, config, signatures, geo)
     sinks, to_sinks = _start_sinks(config, lambda msg: _log("warning", message=msg))
-    eve = EveWriter(args.eve)
+    eve = EveWriter(args.eve, lambda msg: _log("warning", message=msg))
     outputs = _WorkerOutputs(eve, to_sinks, sinks)
     server = _serve_metrics(build_registry(outputs.collector), listen)
 

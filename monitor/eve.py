@@ -10,12 +10,15 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import os
+import stat
 import sys
+from collections.abc import Callable
 from typing import IO, Any, Final
 
 import orjson
 
 from monitor.decode import Proto
+from monitor.errors import ConfigError
 from monitor.flow.table import TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, Flow
 
 __all__ = ["EveWriter", "eve_time", "flow_record", "proto_name"]
@@ -121,10 +124,20 @@ def flow_record(flow: Flow) -> dict[str, Any]:
     return rec
 
 
-class EveWriter:
-    """Appends EVE records, one whole JSON line per write."""
+#: How far back from its end an EVE file is searched for the last whole line.
+_TAIL_SEARCH: Final = 1 << 20
 
-    def __init__(self, target: str | None) -> None:
+
+class EveWriter:
+    """Appends EVE records, one whole JSON line per write.
+
+    A run killed in the middle of a write(2) can leave a torn last line (the kernel may
+    stop a write to a file at a page boundary on SIGKILL); opening the file again cuts it
+    off, with a warning, so new records never join a fragment.
+    """
+
+    def __init__(self, target: str | None,
+                 warn: Callable[[str], None] | None = None) -> None:
         #: None disables output; "-" is standard output.
         self._fd: int | None = None
         self._stream: IO[bytes] | None = None
@@ -134,7 +147,19 @@ class EveWriter:
         if target == "-":
             self._stream = sys.stdout.buffer
         else:
-            self._fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+            try:
+                try:
+                    self._fd = os.open(target, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o640)
+                except PermissionError:  # write-only to us: append without the check
+                    self._fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+                    return
+            except OSError as e:
+                raise ConfigError(f"--eve {target}: cannot open for writing: "
+                                  f"{e.strerror}") from None
+            torn = _cut_torn_tail(self._fd)
+            if torn and warn is not None:
+                warn(f"{target}: removed a torn last line ({torn} bytes) left by a run "
+                     "that was stopped mid-write")
 
     @property
     def enabled(self) -> bool:
@@ -163,3 +188,24 @@ class EveWriter:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def _cut_torn_tail(fd: int) -> int:
+    """Truncate a file that does not end in a newline after its last whole line; the
+    number of bytes removed. A regular file only (not a FIFO or a terminal)."""
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_size == 0:
+        return 0
+    size = st.st_size
+    if os.pread(fd, 1, size - 1) == b"\n":
+        return 0
+    start = max(size - _TAIL_SEARCH, 0)
+    tail = os.pread(fd, size - start, start)
+    if b"\n" in tail:
+        keep = start + tail.rfind(b"\n") + 1
+    elif start == 0:
+        keep = 0
+    else:
+        return 0  # no line end in the last MB: not an EVE file's torn record; leave it
+    os.ftruncate(fd, keep)
+    return size - keep

@@ -1,0 +1,182 @@
+"""Data safety and hardening: whole EVE lines after a kill, byte-identical replays, output
+paths checked before work starts, and no code execution or shell from any input.
+
+The kill tests run ``avmon replay --speed`` (a paced replay writes records as it goes) and
+SIGKILL it part-way; every line left must be a whole JSON record. A torn last line (which
+the kernel can leave when a write is cut at a page boundary) is simulated and must be cut
+off, with a one-line warning, by the next run that appends to the file.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import CORPUS
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = ROOT / "monitor" / "data" / "demo.pcap"
+DEMO_CONFIG = ROOT / "monitor" / "data" / "demo.toml"
+
+
+def avmon(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "monitor.cli", *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=ROOT)
+
+
+def whole_records(path: Path) -> list[dict[str, object]]:
+    data = path.read_bytes()
+    assert not data or data.endswith(b"\n"), f"torn last line: {data[-200:]!r}"
+    return [json.loads(line) for line in data.splitlines()]
+
+
+@pytest.mark.parametrize("lines", [1, 20, 40])
+def test_sigkill_mid_replay_leaves_only_whole_lines(lines: int, tmp_path: Path) -> None:
+    eve = tmp_path / "eve.json"
+    proc = subprocess.Popen([sys.executable, "-m", "monitor.cli", "replay", str(DEMO), "-c",
+                             str(DEMO_CONFIG), "-q", "--speed", "20", "--eve", str(eve)],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not eve.exists() or eve.read_bytes().count(b"\n") < lines:
+        assert proc.poll() is None, "the paced replay ended before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    proc.kill()
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    first = whole_records(eve)
+    assert first, "nothing written before the kill"
+    # A second run appends whole records after the first run's.
+    done = avmon("replay", str(DEMO), "-c", str(DEMO_CONFIG), "-q", "--eve", str(eve))
+    assert done.returncode == 0, done.stderr
+    assert "torn" not in done.stderr
+    both = whole_records(eve)
+    assert both[:len(first)] == first and len(both) > len(first)
+
+
+def test_a_torn_last_line_is_cut_off_by_the_next_run(tmp_path: Path) -> None:
+    eve = tmp_path / "eve.json"
+    ok = avmon("replay", str(DEMO), "-c", str(DEMO_CONFIG), "-q", "--eve", str(eve))
+    assert ok.returncode == 0, ok.stderr
+    whole = eve.read_bytes()
+    lines = whole.splitlines(keepends=True)
+    torn = lines[-1][:37]
+    eve.write_bytes(b"".join(lines[:-1]) + torn)
+    again = avmon("replay", str(DEMO), "-c", str(DEMO_CONFIG), "-q", "--eve", str(eve))
+    assert again.returncode == 0, again.stderr
+    [warning] = [line for line in again.stderr.splitlines() if "torn" in line]
+    assert warning == (f"avmon: warning: {eve}: removed a torn last line ({len(torn)} bytes) "
+                       "left by a run that was stopped mid-write")
+    records = whole_records(eve)
+    assert len(records) == 2 * len(lines) - 1
+
+
+def test_a_file_without_line_ends_is_left_alone(tmp_path: Path) -> None:
+    """Not a torn record: a file with no newline in its last MB is not cut."""
+    eve = tmp_path / "eve.json"
+    blob = b"x" * (2 << 20)
+    eve.write_bytes(blob)
+    ok = avmon("replay", str(DEMO), "-c", str(DEMO_CONFIG), "-q", "--eve", str(eve))
+    assert ok.returncode == 0, ok.stderr
+    assert eve.read_bytes().startswith(blob)
+
+
+@pytest.mark.parametrize("inputs", [[DEMO], sorted(CORPUS.glob("*.pcap*"))],
+                         ids=["demo", "corpus"])
+def test_replay_is_byte_identical_run_after_run(inputs: list[Path], tmp_path: Path) -> None:
+    outputs = []
+    for run in range(2):
+        eve = tmp_path / f"eve{run}.json"
+        proc = avmon("replay", *map(str, inputs), "-c", str(DEMO_CONFIG), "-q", "--eve",
+                     str(eve), "--workers", "1")
+        assert proc.returncode == 0, proc.stderr
+        outputs.append(eve.read_bytes())
+    assert outputs[0] == outputs[1]
+    assert outputs[0].count(b"\n") > 50
+
+
+@pytest.mark.parametrize(("option", "message"), [
+    ("--eve", "cannot open for writing: No such file or directory"),
+    ("--metrics-textfile", "is not a writable directory"),
+])
+def test_unusable_output_path_is_one_line_before_any_work(option: str, message: str,
+                                                          tmp_path: Path) -> None:
+    target = tmp_path / "missing" / "out"
+    proc = avmon("replay", str(DEMO), "-q", option, str(target))
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and message in proc.stderr, proc.stderr
+    assert str(target) in proc.stderr and "Traceback" not in proc.stderr
+
+
+# --------------------------------------------------------------------- security
+
+#: Calls that would run code or a shell built from data.
+_FORBIDDEN_CALLS = {"eval", "exec", "compile", "__import__", "os.system", "os.popen",
+                    "pickle.load", "pickle.loads", "marshal.loads", "yaml.load",
+                    "yaml.unsafe_load", "subprocess.getoutput", "subprocess.getstatusoutput"}
+
+
+def _dotted(node: ast.expr) -> str:
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        return f"{_dotted(node.value)}.{node.attr}"
+    return ""
+
+
+def _product_sources() -> list[Path]:
+    return [p for pkg in ("monitor", "geo", "signatures") for p in (ROOT / pkg).rglob("*.py")]
+
+
+def test_no_code_execution_or_shell_in_the_product() -> None:
+    found = []
+    for path in _product_sources():
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Call):
+                continue
+            name = _dotted(node.func)
+            if name in _FORBIDDEN_CALLS:
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {name}()")
+            for kw in node.keywords:
+                if kw.arg == "shell" and not (isinstance(kw.value, ast.Constant)
+                                              and kw.value.value is False):
+                    found.append(f"{path.relative_to(ROOT)}:{node.lineno}: shell=")
+            if name.startswith("subprocess.") and node.args \
+                    and isinstance(node.args[0], (ast.Constant, ast.JoinedStr, ast.BinOp)):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}: command as a string")
+    assert found == []
+    assert len(_product_sources()) > 30
+
+
+def test_config_signature_and_registry_files_are_data_only() -> None:
+    """TOML (tomllib) is the only format read from config, signature and registry files;
+    nothing imports a loader that can build objects (PyYAML, pickle, jsonpickle)."""
+    imported = set()
+    for path in _product_sources():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                imported |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                imported.add(node.module.split(".")[0])
+    assert "tomllib" in imported
+    assert not imported & {"yaml", "pickle", "shelve", "marshal", "jsonpickle", "dill"}
+
+
+def test_spool_and_eve_are_not_world_readable(tmp_path: Path) -> None:
+    eve = tmp_path / "eve.json"
+    old = os.umask(0)
+    try:
+        proc = avmon("replay", str(DEMO), "-c", str(DEMO_CONFIG), "-q", "--eve", str(eve))
+    finally:
+        os.umask(old)
+    assert proc.returncode == 0, proc.stderr
+    assert eve.stat().st_mode & 0o777 == 0o640
