@@ -721,6 +721,64 @@ def test_http_host_case_and_trailing_dot(tmp_path: Path) -> None:
     assert flow["avmon"]["vendor"] == "drweb"
 
 
+IDN_U = "ksn.касперский.рф"
+IDN_A = "ksn.xn--80akjebc7ajgd.xn--p1ai"
+
+
+@cache
+def idn_sigs() -> SignatureSet:
+    """A signature set with a vendor whose pattern is written with U-labels."""
+    from tests.test_signatures import names_block, write_vendor
+    folder = Path(tempfile.mkdtemp(prefix="avmon-idn-"))
+    write_vendor(folder, "idnvendor", names_block(("*.касперский.рф", "lookup")))
+    return load_signature_set(folder)
+
+
+@pytest.mark.parametrize("wire", [IDN_U, IDN_A, IDN_U.upper(), IDN_A.upper() + "."],
+                         ids=["utf8", "a-label", "utf8-upper", "a-label-upper-dot"])
+def test_idn_sni_in_either_form_matches_a_u_label_pattern(wire: str, tmp_path: Path) -> None:
+    raw = wire.encode()
+    # OpenSSL only sends ASCII names: make a hello with a placeholder of the same length,
+    # then put the raw name in its place (lengths unchanged).
+    placeholder = "ksn." + "a" * (len(raw) - 4)
+    hello = synth.client_hello(placeholder, seed=16)
+    assert hello.count(placeholder.encode()) == 1
+    hello = hello.replace(placeholder.encode(), raw)
+    path = tmp_path / "idn.pcap"
+    with PcapWriter(path) as w:
+        w.write_all(tls_flow(Clock(), hello))
+    records, pipe = replay([path], tmp_path, signatures=idn_sigs())
+    [tls] = by_type(records, "tls")
+    assert tls["tls"]["sni"] == IDN_A
+    assert tls["avmon"]["indicator"] == {"type": "sni", "value": IDN_A}
+    assert tls["avmon"]["vendor"] == "idnvendor"
+    assert not pipe.dissector.stats.parse_errors
+
+
+def test_idn_http_host_in_utf8_matches(tmp_path: Path) -> None:
+    clock = Clock()
+    conn = Tcp(clock, NetPath(CLIENT, SERVER), 50000, 80)
+    req = b"GET / HTTP/1.1\r\nHost: " + IDN_U.upper().encode() + b"\r\n\r\n"
+    frames = conn.open() + [conn.client(req, 0)] + conn.close()
+    path = tmp_path / "idn-http.pcap"
+    with PcapWriter(path) as w:
+        w.write_all(frames)
+    records, _ = replay([path], tmp_path, signatures=idn_sigs())
+    [http] = by_type(records, "http")
+    assert http["http"]["hostname"] == IDN_A
+    assert flow_of(records, http)["avmon"]["vendor"] == "idnvendor"
+
+
+def test_sni_that_is_not_a_name_in_any_form_is_a_parse_error(tmp_path: Path) -> None:
+    placeholder = "ksn." + "a" * 12
+    hello = synth.client_hello(placeholder, seed=17)
+    bad = b"ksn.\xff\xfe" + b"a" * 10  # not UTF-8
+    records, pipe = run_pipeline(tls_flow(Clock(), hello.replace(placeholder.encode(), bad)),
+                                 tmp_path)
+    assert by_type(records, "tls") == []
+    assert pipe.dissector.stats.parse_errors == {("tls", "bad_value"): 1}
+
+
 # ----------------------------------------------------------------- CONNECT
 
 

@@ -629,7 +629,9 @@ def test_server_name_rules() -> None:
     assert sni_of(b"first.example", b"second.example") == "first.example"
     assert sni_of(b"other-type", name_type=7) is None
     assert sni_of(b"x" * 63 + b"." + b"y" * 63 + b"." + b"z" * 63 + b"." + b"w" * 61) is not None
-    for bad in (b"", b"caf\xc3\xa9.example", b"has space.example", b"a..b", b".lead", b"nul\x00",
+    # A UTF-8 (U-label) name is taken in A-label form, as signatures and DNS use it.
+    assert sni_of("CAFÉ.example".encode()) == "xn--caf-dma.example"
+    for bad in (b"", b"caf\xe9.example", b"has space.example", b"a..b", b".lead", b"nul\x00",
                 b"x" * 64 + b".example", b"x" * 63 + b"." + b"y" * 63 + b"." + b"z" * 63 + b"."
                 + b"w" * 62, b"example.com.."):
         with pytest.raises(BadValue):

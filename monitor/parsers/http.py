@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from monitor.errors import BadValue, LimitExceeded
+from monitor.parsers.idn import a_label
 
 __all__ = [
     "MAX_HEADERS",
@@ -124,7 +125,10 @@ def _parse_authority(text: str, what: str) -> tuple[str | None, int | None]:
     else:
         host, _, port_text = text.partition(":")
         if host and not _REG_NAME.fullmatch(host):
-            raise BadValue(f"{what}: invalid host")
+            converted = None if host.isascii() else a_label(host.encode("latin-1"))
+            if converted is None or not _REG_NAME.fullmatch(converted):
+                raise BadValue(f"{what}: invalid host")
+            host = converted
         host = host.lower().removesuffix(".")
     if not _PORT.fullmatch(port_text):
         raise BadValue(f"{what}: invalid port")

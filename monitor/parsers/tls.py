@@ -23,6 +23,7 @@ from enum import IntEnum
 from typing import Final
 
 from monitor.errors import BadValue, LimitExceeded, TrailingData, Truncated
+from monitor.parsers.idn import a_label
 from monitor.wire import Reader
 
 __all__ = [
@@ -405,7 +406,10 @@ def _decode_host_name(name: bytes, offset: int) -> str:
     if not name:
         raise BadValue("empty host_name", offset=offset)
     if _HOSTNAME_RE.fullmatch(name) is None:
-        raise BadValue("host_name is not an ASCII host name", offset=offset)
+        converted = None if name.isascii() else a_label(name)
+        if converted is None or _HOSTNAME_RE.fullmatch(converted.encode()) is None:
+            raise BadValue("host_name is not a host name", offset=offset)
+        name = converted.encode()
     try:
         text = name.decode("ascii")
     except UnicodeDecodeError as exc:  # unreachable after the regex; kept as the boundary
