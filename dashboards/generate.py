@@ -529,8 +529,13 @@ def sensor_health() -> dict[str, Any]:
                            "{{protocol}} {{reason}}")], unit="cps", w=8, stack=True,
                    no_value="0"),
         timeseries("Dissection abandoned",
-                   "Flows no longer inspected at a cap with nothing found, per second.",
-                   [target(f"sum({rate('avmon_dissection_abandoned_total')})", "abandoned")],
+                   "Flows no longer inspected at a cap with nothing found, and packets "
+                   "whose dissection failed on an avmon bug (internal errors: the log has "
+                   "them), per second.",
+                   [target(f"sum({rate('avmon_dissection_abandoned_total')})", "abandoned",
+                           ref="A"),
+                    target(f"sum({rate('avmon_internal_errors_total')})", "internal errors",
+                           ref="B")],
                    unit="cps", w=8, table_legend=False),
         row("Flows and DNS cache"),
         timeseries("Flows active", "Flows in the flow table.",

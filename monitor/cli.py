@@ -81,7 +81,7 @@ def _totals(pipe: Pipeline) -> dict[str, Any]:
             "last_ns": st.last_ns, "flows": ts.flows_created, "evicted": ts.flows_evicted,
             "tunnelled": st.tunnelled_packets, "undecoded": dict(st.undecoded),
             "fragments": ts.fragments_unattributed, "av_flows": sum(pipe.av.flows.values()),
-            "alerts": sum(pipe.alerts.stats.alerts.values())}
+            "alerts": sum(pipe.alerts.stats.alerts.values()), "limits": pipe.limit_hits()}
 
 
 def _add_totals(into: dict[str, Any], more: dict[str, Any]) -> None:
@@ -154,6 +154,10 @@ def _summary(out: TextIO, reader: CaptureReader, t: dict[str, Any], wall: float,
         lines.append(f"  IP fragments not attributed to a flow: {t['fragments']:,}")
     for path, offset, _msg in reader.damaged:
         lines.append(f"  damaged: {path} at offset {offset} (read up to the damage)")
+    acted = {k: v for k, v in t["limits"].items() if v and k != "flows"}
+    if acted:
+        lines.append("  limits acted (docs/limits.md): "
+                     + ", ".join(f"{k} {v:,}" for k, v in acted.items()))
     lines.append(f"  AV flows: {t['av_flows']:,}; alerts: {t['alerts']:,}")
     if eve_target:
         lines.append(f"  EVE records: {records:,} -> {eve_target}")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -54,10 +55,15 @@ MAX_FRAGMENT_TRAINS_PER_FLOW: Final = 8
 MAX_DATAGRAM: Final = 65_535
 UDP_HEADER: Final = 8
 
+#: Internal errors reported in the log (all are counted).
+MAX_INTERNAL_ERROR_REPORTS: Final = 10
+
 DNS_PORTS: Final = frozenset((53, 5353, 5355))
 _HTTP_METHOD_START: Final = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 Emit = Callable[[dict[str, Any]], None]
+
+log = logging.getLogger("avmon.dissect")
 
 
 @dataclass(slots=True)
@@ -75,6 +81,8 @@ class DissectStats:
         "reassembly_bytes_per_flow": 0, "reassembly_bytes_total": 0})
     #: Reassembly bytes held by all flows now.
     held_bytes: int = 0
+    #: Packets whose dissection raised something other than ParseError (a bug).
+    internal_errors: int = 0
 
     def error(self, protocol: str, exc: ParseError) -> None:
         key = (protocol, exc.reason)
@@ -201,32 +209,47 @@ class Dissector:
                 continue  # a previous packet of this batch settled the flow
             payload = buf[off:off + n]
             t = int(ts[pidx])
-            fragment = int(cols.frag[i])
-            if fragment:
-                datagram = self._reassemble(flow, cols, i, buf, t)
-                if datagram is None:
-                    continue
-                payload = memoryview(datagram)[UDP_HEADER:]
-                sport, dport = flow.src_port, flow.dest_port
-                to_srv = int.from_bytes(datagram[0:2], "big") == flow.src_port and \
-                    int.from_bytes(datagram[2:4], "big") == flow.dest_port
-            if proto == Proto.TCP:
-                self._tcp(flow, payload, to_srv, seq, flags, frame, t,
-                          sport in DNS_PORTS or dport in DNS_PORTS)
-            elif proto == Proto.UDP:
-                if sport in DNS_PORTS or dport in DNS_PORTS:
-                    self._dns(flow, payload, to_srv, frame, t)
-                elif to_srv:
-                    self._udp_client(flow, payload, frame, t)
+            try:
+                fragment = int(cols.frag[i])
+                if fragment:
+                    datagram = self._reassemble(flow, cols, i, buf, t)
+                    if datagram is None:
+                        continue
+                    payload = memoryview(datagram)[UDP_HEADER:]
+                    sport, dport = flow.src_port, flow.dest_port
+                    to_srv = int.from_bytes(datagram[0:2], "big") == flow.src_port and \
+                        int.from_bytes(datagram[2:4], "big") == flow.dest_port
+                if proto == Proto.TCP:
+                    self._tcp(flow, payload, to_srv, seq, flags, frame, t,
+                              sport in DNS_PORTS or dport in DNS_PORTS)
+                elif proto == Proto.UDP:
+                    if sport in DNS_PORTS or dport in DNS_PORTS:
+                        self._dns(flow, payload, to_srv, frame, t)
+                    elif to_srv:
+                        self._udp_client(flow, payload, frame, t)
+                    else:
+                        flow.inspect = False
                 else:
                     flow.inspect = False
-            else:
-                flow.inspect = False
+            except OSError:
+                raise  # the output failed (disk full...): not the packet's fault
+            except Exception as exc:  # noqa: BLE001 - one packet must not stop the sensor
+                self._internal_error(flow, frame, exc)
             if flow.inspect:
                 self._account(flow, t, frame)
             else:
                 self.release(flow)
                 self.on_settled(flow, t, frame)
+
+    def _internal_error(self, flow: Flow, frame: int, exc: Exception) -> None:
+        """A bug met a packet: the flow is left alone, the rest goes on, and it is counted
+        (``avmon_internal_errors_total``) and reported, so the bug is found and fixed."""
+        flow.inspect = False
+        self.stats.internal_errors += 1
+        if self.stats.internal_errors <= MAX_INTERNAL_ERROR_REPORTS:
+            log.error("internal error dissecting frame %d (IP protocol %d, %s:%d -> %s:%d): "
+                      "%s: %s; the flow is no longer inspected", frame, flow.proto, flow.src_ip,
+                      flow.src_port, flow.dest_ip, flow.dest_port, type(exc).__name__, exc)
 
     # -- reassembly limits ---------------------------------------------------------
     def _account(self, flow: Flow, t: int, frame: int) -> None:

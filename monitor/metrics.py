@@ -58,6 +58,7 @@ METRIC_NAMES: Final = (
     "avmon_protocol_units_total",
     "avmon_parse_errors_total",
     "avmon_dissection_abandoned_total",
+    "avmon_internal_errors_total",
     "avmon_reassembly_bytes",
     "avmon_limit_hits_total",
     "avmon_identifications_total",
@@ -216,6 +217,11 @@ class PipelineCollector(Collector):
                                 "Flows no longer inspected at a cap, nothing found.")
         m.add_metric([], ds.gave_up)
         yield m
+        m = CounterMetricFamily("avmon_internal_errors",
+                                "Packets whose dissection failed on a bug (see the log); the "
+                                "flow was left alone and the rest went on.")
+        m.add_metric([], ds.internal_errors)
+        yield m
         m = GaugeMetricFamily("avmon_reassembly_bytes",
                               "Bytes flows hold for reassembly (limits.reassembly_bytes_total).")
         m.add_metric([], ds.held_bytes)
@@ -223,9 +229,7 @@ class PipelineCollector(Collector):
         m = CounterMetricFamily("avmon_limit_hits",
                                 "Times a resource limit acted (docs/limits.md), by limit.",
                                 labels=["limit"])
-        hits = {"flows": ts.flows_evicted, "dns_cache_entries": p.dns_cache.evictions,
-                "dns_names_per_address": p.dns_cache.names_dropped,
-                "waiting_flows": st.waiting_full, **ds.limit_hits}
+        hits = p.limit_hits()
         for limit in PIPELINE_LIMITS:
             m.add_metric([limit], hits[limit])
         yield m

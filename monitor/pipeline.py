@@ -332,6 +332,13 @@ class Pipeline:
                 del self._ended[key]
                 self._end(entry[0], entry)
 
+    def limit_hits(self) -> dict[str, int]:
+        """Times each resource limit acted, by name (:data:`monitor.limits.PIPELINE_LIMITS`)."""
+        return {"flows": self.table.stats.flows_evicted,
+                "dns_cache_entries": self.dns_cache.evictions,
+                "dns_names_per_address": self.dns_cache.names_dropped,
+                "waiting_flows": self.stats.waiting_full, **self.dissector.stats.limit_hits}
+
     def finish(self) -> None:
         """End of input: write out every open flow."""
         self.table.flush()

@@ -180,3 +180,39 @@ def test_spool_and_eve_are_not_world_readable(tmp_path: Path) -> None:
         os.umask(old)
     assert proc.returncode == 0, proc.stderr
     assert eve.stat().st_mode & 0o777 == 0o640
+
+
+# ---------------------------------------------------------- a bug meets a packet
+
+
+def test_a_bug_in_a_parser_costs_one_flow_not_the_sensor(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    from monitor import synth
+    from monitor.parsers import tls
+    from monitor.synth import PcapWriter
+    from tests.helpers import replay
+    from tests.test_names_edge import KSN, Clock, by_type, sigs, tls_flow
+
+    real = tls.parse_client_hello
+
+    def buggy(data: bytes) -> tls.ClientHello:
+        ch = real(data)
+        if ch.sni == "bug.example":
+            raise RuntimeError("simulated bug")
+        return ch
+
+    monkeypatch.setattr(tls, "parse_client_hello", buggy)
+    clock = Clock()
+    frames = tls_flow(clock, synth.client_hello("bug.example", seed=1), cport=50001)
+    frames += tls_flow(clock, synth.client_hello(KSN, seed=2), cport=50002)
+    path = tmp_path / "bug.pcap"
+    with PcapWriter(path) as w:
+        w.write_all(frames)
+    records, pipe = replay([path], tmp_path, signatures=sigs())
+    assert [r["tls"]["sni"] for r in by_type(records, "tls")] == [KSN]
+    assert pipe.dissector.stats.internal_errors == 1
+    assert len([r for r in records if r["event_type"] == "flow"]) == 2
+    [message] = [r.getMessage() for r in caplog.records if r.name == "avmon.dissect"]
+    assert message.startswith("internal error dissecting frame 4 (IP protocol 6, ")
+    assert message.endswith("RuntimeError: simulated bug; the flow is no longer inspected")
