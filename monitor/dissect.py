@@ -200,8 +200,8 @@ class Dissector:
                 cols.sport[idx].tolist(), cols.dport[idx].tolist(), strict=True):
             flow = flows[g]
             frame = first_frame + pidx
-            if frame == flow.first_frame and "opened" not in flow.ext:
-                flow.ext["opened"] = True
+            if frame == flow.first_frame and not flow.opened:
+                flow.opened = True
                 self.on_new_flow(flow)
                 if not cand[i]:
                     continue
@@ -286,6 +286,7 @@ class Dissector:
         self.stats.held_bytes -= self._held.pop(flow, 0)
         ext = flow.ext
         ext.pop("tcp", None)
+        ext.pop("isn", None)
         ext.pop("quic", None)
         ext.pop("frags", None)
 
@@ -333,11 +334,20 @@ class Dissector:
     # -- TCP -----------------------------------------------------------------------
     def _tcp(self, flow: Flow, payload: memoryview, to_server: bool, seq: int, flags: int,
              frame: int, t: int, dns: bool) -> None:
-        st: _TcpState | None = flow.ext.get("tcp")
+        ext = flow.ext
+        st: _TcpState | None = ext.get("tcp")
         if st is None:
-            st = flow.ext["tcp"] = _TcpState()
+            if not payload:
+                # A SYN (or a bare segment): no state until data comes, so a flood of
+                # handshakes costs a flow record and no more.
+                if flags & TCP_SYN and to_server and not dns:
+                    ext["isn"] = seq
+                return
+            st = ext["tcp"] = _TcpState()
             if dns:
                 st.mode = "dns"
+            elif "isn" in ext:
+                st.prefix.set_isn(ext.pop("isn"))
         if st.mode == "dns":
             self._dns_tcp(flow, st, payload, to_server, frame, t)
             return
@@ -468,9 +478,11 @@ class Dissector:
             self._gquic(flow, payload, frame, t, exc)
             return
         except ParseError as exc:
+            # Counted, and the flow stays inspected (up to MAX_QUIC_DATAGRAMS): a server
+            # drops a datagram it cannot open and goes on, so one junk Initial sent first
+            # must not hide the real one that follows.
             self.stats.error("quic", exc)
-            flow.inspect = False
-            return
+            hello = None
         if hello is None:
             if st.datagrams >= MAX_QUIC_DATAGRAMS:
                 flow.inspect = False

@@ -404,6 +404,35 @@ def test_quic_split_hello_only_second_initial(tmp_path: Path) -> None:
     assert not pipe.dissector.stats.parse_errors
 
 
+def junk_initial(rng: random.Random) -> bytes:
+    """A QUIC v1 Initial with a random DCID and a payload no key opens."""
+    dcid, body = rng.randbytes(8), rng.randbytes(1100)
+    return (bytes([0xC3]) + struct.pack(">I", synth.QUIC_V1) + bytes([8]) + dcid + b"\x00"
+            + b"\x00" + struct.pack(">H", 0x4000 | len(body)) + body)
+
+
+@pytest.mark.parametrize("junk", [1, 5], ids=["one", "five"])
+def test_junk_initials_before_the_real_one_do_not_hide_it(junk: int, tmp_path: Path) -> None:
+    """A server drops an Initial it cannot open and goes on: so must avmon, or a client
+    could hide its name behind one undecryptable datagram on the same 5-tuple."""
+    rng = random.Random(junk)
+    real = synth.quic_initial_datagrams(KSN, large=True)
+    fake = [junk_initial(rng) for _ in range(junk)]
+    records, pipe = run_pipeline(quic_flow(fake + real), tmp_path)
+    assert [r["quic"]["sni"] for r in by_type(records, "quic")] == [KSN]
+    assert pipe.dissector.stats.parse_errors == {("quic", "decrypt"): junk}
+
+
+def test_junk_initials_alone_stop_at_the_datagram_cap(tmp_path: Path) -> None:
+    rng = random.Random(3)
+    fake = [junk_initial(rng) for _ in range(40)]
+    records, pipe = run_pipeline(quic_flow(fake), tmp_path)
+    assert by_type(records, "quic") == []
+    from monitor.dissect import MAX_QUIC_DATAGRAMS
+    assert pipe.dissector.stats.parse_errors == {("quic", "decrypt"): MAX_QUIC_DATAGRAMS}
+    assert pipe.dissector.stats.gave_up == 1
+
+
 # ------------------------------------------------------------------------ ECH
 
 

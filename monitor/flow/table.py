@@ -30,9 +30,10 @@ from monitor.flow.communityid import community_id
 
 __all__ = ["Flow", "FlowTable", "FlowTimeouts", "Assignment"]
 
-#: Default cap on live flows. At ~1 KB per flow with dissection state this is ~256 MB
-#: at worst; Suricata's default flow memcap (128 MB) is the same order.
-MAX_FLOWS: Final = 262_144
+#: Default cap on live flows. A flow costs about 1.5 KB of memory (measured under a SYN
+#: flood of unique tuples: bench/adversarial), so a full table stays near 200 MB;
+#: Suricata's default flow memcap (128 MB) is the same order.
+MAX_FLOWS: Final = 131_072
 #: Fragment trains remembered to attribute later fragments to their flow.
 MAX_FRAGMENT_TRAINS: Final = 4096
 #: A fragment train is forgotten after this long (RFC 791's 15 s reassembly timer, rounded).
@@ -98,6 +99,8 @@ class Flow:
     flags_ba: int = 0
     #: Whether later stages still want this flow's payloads.
     inspect: bool = True
+    #: Whether the dissect stage has seen the flow's first packet.
+    opened: bool = False
     #: Why the record was written (timeout, closed, active_timeout, evicted, shutdown).
     reason: str = ""
     #: Per-flow state of later stages (dissectors, attribution); owned by them.
