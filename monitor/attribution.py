@@ -152,7 +152,8 @@ def attribute(sigs: SignatureSet, names: dict[str, str], dns_name: DnsName | Non
     target and the SNI inside the tunnel normally agree); without any name match, the
     destination prefix and then the client's JA4 fingerprint are tried.
     """
-    candidates = sorted(names.items(), key=lambda kv: INDICATOR_PRIORITY[kv[0]])
+    candidates = sorted(names.items(), key=lambda kv: INDICATOR_PRIORITY[kv[0]]) \
+        if names else []
     if dns_name is not None:
         candidates.append(("dns", dns_name.qname))
     chosen: tuple[str, str] | None = candidates[0] if candidates else None
@@ -188,5 +189,6 @@ def attribute(sigs: SignatureSet, names: dict[str, str], dns_name: DnsName | Non
                 chosen = ("ja4", ja4)
     server_name = chosen[1] if chosen and chosen[0] not in ("ip", "ja4") else None
     indicator = Indicator(*chosen) if chosen else None
-    others = tuple(dict.fromkeys(n for _, n in candidates if n != server_name))
+    others = tuple(dict.fromkeys(n for _, n in candidates if n != server_name)) \
+        if candidates else ()
     return Attribution(server_name, indicator, vendor, others)

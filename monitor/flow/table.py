@@ -301,6 +301,8 @@ class FlowTable:
             sport, dport, ok = self._fragments(cols, ts_ns, sport, dport, ok, frag2)
 
         idx = np.flatnonzero(ok)
+        if idx.shape[0] == 0:  # only fragments no flow can be found for
+            return Assignment(flows, group, to_server)
         sh, sl, dh, dl = cols.src_hi[idx], cols.src_lo[idx], cols.dst_hi[idx], cols.dst_lo[idx]
         sp, dp = sport[idx], dport[idx]
         swap = (sh > dh) | ((sh == dh) & ((sl > dl) | ((sl == dl) & (sp > dp))))
