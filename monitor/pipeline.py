@@ -7,6 +7,7 @@ pipeline owns no I/O of its own: records go to the sinks it is given.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from signatures import SignatureSet, load_signature_set
 __all__ = ["Pipeline", "PipelineStats", "avmon_object"]
 
 _REASONS: Final = [r for r in Undecoded if r != Undecoded.OK]
+log = logging.getLogger("avmon.pipeline")
 #: Longest a flow waits for other workers' DNS answers before it is judged anyway.
 WAIT_SECONDS: Final = 3.0
 
@@ -106,7 +108,26 @@ class Pipeline:
 
     def process(self, batch: Batch, layers: list[Columns] | None = None) -> None:
         """One batch through every stage (``layers``: its decoded columns, when another
-        process has decoded them already)."""
+        process has decoded them already).
+
+        A bug that raises here costs the rest of this batch, not the run: it is counted
+        (``avmon_internal_errors_total``) and logged in one line naming the frames.
+        Output failures (OSError) still end the run.
+        """
+        try:
+            self._process(batch, layers)
+        except OSError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a sensor must outlive one bad batch
+            self._batch_failed(batch, exc)
+
+    def _batch_failed(self, batch: Batch, exc: Exception) -> None:
+        self.dissector.stats.internal_errors += 1
+        log.error("internal error processing frames %d-%d: %s: %s; the rest of the batch "
+                  "is skipped", batch.first_frame, batch.first_frame + len(batch) - 1,
+                  type(exc).__name__, exc)
+
+    def _process(self, batch: Batch, layers: list[Columns] | None) -> None:
         n = len(batch)
         if n == 0:
             return

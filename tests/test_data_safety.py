@@ -216,3 +216,35 @@ def test_a_bug_in_a_parser_costs_one_flow_not_the_sensor(
     [message] = [r.getMessage() for r in caplog.records if r.name == "avmon.dissect"]
     assert message.startswith("internal error dissecting frame 4 (IP protocol 6, ")
     assert message.endswith("RuntimeError: simulated bug; the flow is no longer inspected")
+
+
+def test_a_bug_outside_the_parsers_costs_one_batch(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    from monitor.capture.files import CaptureReader
+    from monitor.flow.table import FlowTable
+    from monitor.pipeline import Pipeline
+    from tests.test_names_edge import sigs
+
+    real = FlowTable.update
+    calls = []
+
+    def buggy(self: FlowTable, *args: object) -> object:
+        calls.append(1)
+        if len(calls) == 2:
+            raise IndexError("simulated bug")
+        return real(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(FlowTable, "update", buggy)
+    pipe = Pipeline(signatures=sigs())
+    batches = list(CaptureReader([str(DEMO)], batch_packets=100))
+    assert len(batches) == 7
+    for batch in batches:
+        pipe.process(batch)
+    pipe.finish()
+    assert pipe.dissector.stats.internal_errors == 1
+    assert pipe.stats.packets == 700 and len(calls) == 7  # every later batch processed
+    assert sum(pipe.stats.flows_by_reason.values()) > 20
+    [message] = [r.getMessage() for r in caplog.records if r.name == "avmon.pipeline"]
+    assert message == ("internal error processing frames 101-200: IndexError: simulated "
+                       "bug; the rest of the batch is skipped")
