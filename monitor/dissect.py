@@ -183,9 +183,10 @@ class Dissector:
         data = cols.paylen > 0
         whole = cols.frag == 0
         cand = wanted & whole & ((data & (assign.to_server | dns_port)) | syn)
-        # IP fragments of UDP flows are reassembled (DNS answers with many records and
-        # DNSSEC exceed the path MTU); fragments of TCP are left alone.
-        cand |= wanted & ~whole & (cols.proto == Proto.UDP)
+        # IP fragments are reassembled: DNS answers with many records and DNSSEC exceed
+        # the path MTU, and a client that fragments its TCP segments must not hide its
+        # ClientHello that way.
+        cand |= wanted & ~whole & ((cols.proto == Proto.UDP) | (cols.proto == Proto.TCP))
         idx = np.flatnonzero(cand | opens)
         if idx.shape[0] == 0:
             return
@@ -215,7 +216,15 @@ class Dissector:
                     datagram = self._reassemble(flow, cols, i, buf, t)
                     if datagram is None:
                         continue
-                    payload = memoryview(datagram)[UDP_HEADER:]
+                    if proto == Proto.TCP:
+                        head = _tcp_header_len(datagram)
+                        if head is None:
+                            continue
+                        seq = int.from_bytes(datagram[4:8], "big")
+                        flags = datagram[13]
+                        payload = memoryview(datagram)[head:]
+                    else:
+                        payload = memoryview(datagram)[UDP_HEADER:]
                     sport, dport = flow.src_port, flow.dest_port
                     to_srv = int.from_bytes(datagram[0:2], "big") == flow.src_port and \
                         int.from_bytes(datagram[2:4], "big") == flow.dest_port
@@ -293,7 +302,8 @@ class Dissector:
     # -- IP fragments --------------------------------------------------------------
     def _reassemble(self, flow: Flow, cols: Columns, i: int, buf: memoryview,
                     t: int) -> bytes | None:
-        """Collect the fragments of one UDP datagram; the whole datagram once complete."""
+        """Collect the fragments of one UDP or TCP datagram; the whole datagram (from its
+        transport header on) once complete."""
         trains: dict[int, _Train] = flow.ext.setdefault("frags", {})
         ipid = int(cols.ipid[i])
         train = trains.get(ipid)
@@ -304,9 +314,14 @@ class Dissector:
                 self.stats.error("ip", _Overflow("fragment trains per flow"))
             train = trains[ipid] = _Train(t)
         if cols.frag[i] == 1:
-            # The first fragment's data starts with the UDP header.
-            start = int(cols.payoff[i]) - UDP_HEADER
-            length = int(cols.paylen[i]) + UDP_HEADER
+            # The first fragment's data starts with the transport header.
+            head = UDP_HEADER if cols.proto[i] == Proto.UDP else \
+                _tcp_header_before(buf, int(cols.payoff[i]), int(cols.sport[i]),
+                                   int(cols.dport[i]), int(cols.seq[i]))
+            if head is None:
+                return None
+            start = int(cols.payoff[i]) - head
+            length = int(cols.paylen[i]) + head
         else:
             start, length = int(cols.payoff[i]), int(cols.paylen[i])
         offset = int(cols.fragoff[i])
@@ -587,6 +602,30 @@ class Dissector:
             if info is not None:
                 rec["avmon"] = info
             self.emit(rec)
+
+
+def _tcp_header_before(buf: memoryview, payoff: int, sport: int, dport: int,
+                       seq: int) -> int | None:
+    """Length of the TCP header that ends at ``payoff`` (decode keeps only where the
+    payload starts): the one whose ports, sequence number and data offset agree."""
+    for length in range(20, 61, 4):
+        s = payoff - length
+        if s < 0:
+            break
+        if buf[s + 12] >> 4 == length // 4 \
+                and int.from_bytes(buf[s:s + 2], "big") == sport \
+                and int.from_bytes(buf[s + 2:s + 4], "big") == dport \
+                and int.from_bytes(buf[s + 4:s + 8], "big") == seq:
+            return length
+    return None
+
+
+def _tcp_header_len(segment: bytes) -> int | None:
+    """Length of the TCP header at the start of a reassembled segment, if well-formed."""
+    if len(segment) < 20:
+        return None
+    length = (segment[12] >> 4) * 4
+    return length if 20 <= length <= len(segment) else None
 
 
 def _held_by(flow: Flow) -> int:

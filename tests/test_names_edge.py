@@ -279,6 +279,32 @@ def test_hello_never_completes(closed: bool, tmp_path: Path) -> None:
     assert not pipe.dissector.stats.parse_errors
 
 
+@pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
+@pytest.mark.parametrize("cuts", [[24], [32, 400], [64, 128, 256, 512, 1024]],
+                         ids=["after-header", "two", "five"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["in-order", "later-reversed"])
+def test_hello_in_ip_fragments(v6: bool, cuts: list[int], reverse: bool,
+                               tmp_path: Path) -> None:
+    """A client that fragments its segments at the IP layer does not hide its hello (the
+    first fragment, which carries the ports, must come first; the others in any order)."""
+    from tests.mutate import fragment_frame
+    hello = synth.client_hello(KSN, groups=PQ_GROUPS, seed=18)
+    clock = Clock()
+    server = "2001:db8::7" if v6 else SERVER
+    conn = Tcp(clock, NetPath("fd00:20::10" if v6 else CLIENT, server), 50000)
+    frames: list[tuple[int, bytes]] = []
+    for ts, frame in conn.open() + conn.pieces(hello, [1200]) + conn.close():
+        pieces = fragment_frame(frame, cuts) if len(frame) > 200 else [frame]
+        if reverse:
+            pieces = [pieces[0], *pieces[:0:-1]]
+        frames += [(ts + k, piece) for k, piece in enumerate(pieces)]
+    assert len(frames) > 8 + len(cuts)
+    records, pipe = run_pipeline(frames, tmp_path)
+    assert [r["tls"]["sni"] for r in by_type(records, "tls")] == [KSN]
+    [flow] = flows(records)
+    assert flow["avmon"]["vendor"] == "kaspersky"
+
+
 def test_hello_missing_middle_segment_is_not_guessed(tmp_path: Path) -> None:
     hello = synth.client_hello(KSN, groups=PQ_GROUPS, seed=6)
     clock = Clock()
