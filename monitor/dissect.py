@@ -215,6 +215,7 @@ class Dissector:
                 if fragment:
                     datagram = self._reassemble(flow, cols, i, buf, t)
                     if datagram is None:
+                        self._account(flow, t, frame)  # the fragments held so far
                         continue
                     if proto == Proto.TCP:
                         head = _tcp_header_len(datagram)

@@ -55,6 +55,7 @@ from monitor.parsers import quic as quicp
 from monitor.parsers import tls as tlsp
 from monitor.pipeline import Pipeline
 from signatures import SignatureSet, load_signature_set
+from tests.test_quic import crypto, varint
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 DATA: Final = ROOT / "tests" / "data"
@@ -1098,7 +1099,7 @@ def seal_initial(version: int, dcid: bytes, scid: bytes, payload: bytes, pn: int
     payload = payload + b"\x00" * max(0, 4 - len(payload))  # room for the HP sample
     length = pn_len + len(payload) + 16
     header = (bytes([first]) + version.to_bytes(4, "big") + bytes([len(dcid)]) + dcid
-              + bytes([len(scid)]) + scid + _varint(len(token)) + token + _varint(length))
+              + bytes([len(scid)]) + scid + varint(len(token)) + token + varint(length))
     pn_bytes = pn.to_bytes(pn_len, "big")
     nonce = (int.from_bytes(keys.iv, "big") ^ pn).to_bytes(len(keys.iv), "big")
     sealed = AESGCM(keys.key).encrypt(nonce, payload, header + pn_bytes)
@@ -1108,20 +1109,6 @@ def seal_initial(version: int, dcid: bytes, scid: bytes, payload: bytes, pn: int
     masked_first = bytes([first ^ (mask[0] & 0x0F)])
     masked_pn = bytes(a ^ b for a, b in zip(pn_bytes, mask[1 : 1 + pn_len], strict=True))
     return masked_first + header[1:] + masked_pn + sealed
-
-
-def _varint(v: int) -> bytes:
-    if v < 1 << 6:
-        return v.to_bytes(1, "big")
-    if v < 1 << 14:
-        return (v | 0x4000).to_bytes(2, "big")
-    if v < 1 << 30:
-        return (v | 0x8000_0000).to_bytes(4, "big")
-    return (v | 0xC000_0000_0000_0000).to_bytes(8, "big")
-
-
-def crypto_frame(offset: int, data: bytes) -> bytes:
-    return b"\x06" + _varint(offset) + _varint(len(data)) + data
 
 
 def sealed_initials(rng: random.Random, hello: bytes) -> list[bytes]:
@@ -1138,7 +1125,7 @@ def sealed_initials(rng: random.Random, hello: bytes) -> list[bytes]:
         rng.shuffle(pieces)
     if rng.random() < 0.3 and pieces:
         pieces.append(rng.choice(pieces))  # retransmitted piece
-    frames = [crypto_frame(offset, piece) for offset, piece in pieces]
+    frames = [crypto(offset, piece) for offset, piece in pieces]
     extra = (b"\x01", b"\x00" * rng.randint(1, 40), b"\x02\x00\x00\x00\x00",
              b"\x1c\x00\x00\x00", rng.randbytes(rng.randint(1, 16)))
     for _ in range(rng.choice((0, 0, 1, 3))):

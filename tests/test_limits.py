@@ -226,3 +226,22 @@ def test_sink_limit_families_cover_every_limit() -> None:
     [*_, fam] = sink_families({"syslog": SinkStats()})
     assert fam.name == "avmon_alert_sink_limit_hits"
     assert sorted(s.labels["limit"] for s in fam.samples) == sorted(SINK_LIMITS)
+
+
+def test_fragments_that_never_complete_count_against_the_total(tmp_path: Path) -> None:
+    """First fragments whose datagrams never complete are reassembly bytes like any other:
+    the oldest are given up once the total is reached."""
+    from tests.mutate import fragment_frame
+    hello = synth.client_hello(KSN, seed=8)
+    clock = Clock()
+    frames: list[tuple[int, bytes]] = []
+    for i in range(20):
+        conn = Tcp(clock, NetPath(f"10.20.3.{i + 1}", SERVER), 41000 + i)
+        frames += conn.open()
+        ts, segment = conn.client(hello, 0)
+        first, *_rest = fragment_frame(segment, [400])  # the rest never comes
+        frames.append((ts, first))
+    records, pipe = run(frames, tmp_path, limited(reassembly_bytes_total=5 * 1000))
+    assert hits(pipe)["reassembly_bytes_total"] == 20 - 5000 // 400  # 400 bytes each
+    assert pipe.dissector.stats.held_bytes == 0
+    assert by_type(records, "tls") == []
