@@ -1250,24 +1250,13 @@ def _pick(rng: random.Random, seeds: Sequence[bytes]) -> bytes:
     return mutate_bytes(rng, rng.choice(seeds))
 
 
-def _target_dns(rng: random.Random) -> tuple[bytes, Callable[[], None]]:
-    data = _pick(rng, parser_seeds().dns)
-    return data, lambda: call_dns(data)
-
-
-def _target_dns_tcp(rng: random.Random) -> tuple[bytes, Callable[[], None]]:
-    data = _pick(rng, parser_seeds().dns_tcp)
-    return data, lambda: call_dns_tcp(data)
-
-
-def _target_tls(rng: random.Random) -> tuple[bytes, Callable[[], None]]:
-    data = _pick(rng, parser_seeds().tls)
-    return data, lambda: call_tls(data)
-
-
-def _target_http(rng: random.Random) -> tuple[bytes, Callable[[], None]]:
-    data = _pick(rng, parser_seeds().http)
-    return data, lambda: call_http(data)
+def _single_unit(units: Callable[[ParserSeeds], tuple[bytes, ...]],
+                 call: Callable[[bytes], None]) -> ParserTarget:
+    """A target that feeds one (mutated) unit of ``units`` to ``call``."""
+    def target(rng: random.Random) -> tuple[bytes, Callable[[], None]]:
+        data = _pick(rng, units(parser_seeds()))
+        return data, lambda: call(data)
+    return target
 
 
 def _target_quic(rng: random.Random) -> tuple[bytes, Callable[[], None]]:
@@ -1301,12 +1290,12 @@ def split_joined(data: bytes) -> list[bytes]:
 #: Random parser inputs by name: ``rng -> (input bytes to save, call)``. The call may
 #: raise only ParseError subclasses, which it catches itself; anything else is a bug.
 PARSER_TARGETS: Final[dict[str, ParserTarget]] = {
-    "parser_dns": _target_dns,
-    "parser_dns_tcp": _target_dns_tcp,
-    "parser_tls": _target_tls,
+    "parser_dns": _single_unit(lambda s: s.dns, call_dns),
+    "parser_dns_tcp": _single_unit(lambda s: s.dns_tcp, call_dns_tcp),
+    "parser_tls": _single_unit(lambda s: s.tls, call_tls),
     "parser_quic": _target_quic,
     "parser_quic_sealed": _target_quic_sealed,
-    "parser_http": _target_http,
+    "parser_http": _single_unit(lambda s: s.http, call_http),
 }
 
 #: How to re-run a saved parser input: name -> call on the saved bytes.

@@ -171,7 +171,7 @@ def test_config_signature_and_registry_files_are_data_only() -> None:
     assert not imported & {"yaml", "pickle", "shelve", "marshal", "jsonpickle", "dill"}
 
 
-def test_spool_and_eve_are_not_world_readable(tmp_path: Path) -> None:
+def test_eve_file_is_created_without_world_access(tmp_path: Path) -> None:
     eve = tmp_path / "eve.json"
     old = os.umask(0)
     try:
