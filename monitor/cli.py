@@ -446,6 +446,15 @@ class _Pace:
             time.sleep(delay)
 
 
+def _warn_without_kernels(warn: Callable[[str], None]) -> None:
+    """A build without its compiled kernels works, at about half the speed: say so,
+    unless the pure-Python path was asked for."""
+    from monitor import kernels
+
+    if kernels.native is None and "not built" in kernels.status():
+        warn(kernels.status())
+
+
 def _replay(paths: Sequence[str], config: Config, eve_target: str | None, quiet: bool,
             listeners: Sequence[Callable[[dict[str, Any]], None]] = (),
             summary_out: TextIO | None = None, evidence: Path | None = None,
@@ -459,6 +468,7 @@ def _replay(paths: Sequence[str], config: Config, eve_target: str | None, quiet:
 
     signatures = _open_signatures(config)
     geo = _open_geo(config)
+    _warn_without_kernels(warn)
     if workers is None:
         workers = _default_workers(paths) if speed is None else 1
     if workers > 1:
@@ -517,6 +527,7 @@ def cmd_live(args: argparse.Namespace) -> int:
     listen = parse_listen(args.metrics_listen, args.metrics_public)
     signatures = _open_signatures(config)
     geo = _open_geo(config, auto_reload=GEO_RELOAD_SECONDS)
+    _warn_without_kernels(lambda msg: print(f"avmon: warning: {msg}", file=sys.stderr))
     if args.workers > 1:
         return _live_workers(args, config, listen, signatures, geo)
     capture = _open_live_source(args)

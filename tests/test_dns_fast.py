@@ -39,12 +39,13 @@ RR = st.tuples(NAME, TTL, st.sampled_from(["IN", "IN", "IN", "CH"]), RDATA)
 
 @contextmanager
 def _full_path_only() -> Iterator[None]:
-    fast = dnsp._fast_message
+    fast, native = dnsp._fast_message, dnsp.native
     dnsp._fast_message = lambda raw, strict: None  # type: ignore[assignment]
+    dnsp.native = None  # the compiled fast path too
     try:
         yield
     finally:
-        dnsp._fast_message = fast  # type: ignore[assignment]
+        dnsp._fast_message, dnsp.native = fast, native  # type: ignore[assignment]
 
 
 def _outcome(wire: bytes, strict: bool) -> object:

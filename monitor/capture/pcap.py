@@ -31,6 +31,7 @@ import numpy.typing as npt
 
 from monitor.capture.batch import Batch
 from monitor.errors import CaptureError
+from monitor.kernels import native
 
 __all__ = [
     "DEFAULT_BATCH_PACKETS",
@@ -350,7 +351,19 @@ def _slices(n: int, size: int) -> Iterator[tuple[int, int]]:
 # --------------------------------------------------------------------------- classic pcap
 
 
-def _walk_pcap(buf: bytes, pos: int, caplen_at: Struct) -> tuple[array[int], int]:
+def _walk_pcap(buf: bytes, pos: int, caplen_at: Struct) -> tuple[npt.NDArray[np.int64], int]:
+    """Positions of the complete records from ``pos`` on, and where the walk stopped.
+
+    The compiled kernel when it was built, else :func:`_walk_pcap_py`."""
+    if native is not None:
+        walked: tuple[npt.NDArray[np.int64], int] = native.walk_pcap(
+            buf, pos, caplen_at.format[0] == ">", MAX_RECORD_BYTES)
+        return walked
+    starts, pos = _walk_pcap_py(buf, pos, caplen_at)
+    return np.frombuffer(starts, dtype=np.int64), pos
+
+
+def _walk_pcap_py(buf: bytes, pos: int, caplen_at: Struct) -> tuple[array[int], int]:
     """Positions of the complete records from ``pos`` on, and where the walk stopped.
 
     The loop only follows caplen from header to header; the fields are decoded later, for
@@ -394,9 +407,9 @@ def _read_pcap(inp: _Input, out: _Output) -> Iterator[Batch]:
     while True:
         buf = inp.buf
         starts, pos = _walk_pcap(buf, pos, caplen_at)
-        if starts:
+        if len(starts):
             u8 = np.frombuffer(buf, dtype=np.uint8)
-            all_starts = np.frombuffer(starts, dtype=np.int64)
+            all_starts = starts
             for lo, hi in _slices(len(all_starts), out.batch_packets):
                 at = all_starts[lo:hi]
                 words = u8[at[:, None] + _HEAD16].view(header_words).astype(np.int64)

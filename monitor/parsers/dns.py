@@ -48,6 +48,7 @@ import dns.rdtypes.nsbase
 import dns.rrset
 
 from monitor.errors import BadValue, LimitExceeded, ParseError, TrailingData, Truncated
+from monitor.kernels import native
 from monitor.wire import Reader
 
 __all__ = [
@@ -513,7 +514,13 @@ def parse_dns_message(data: bytes | bytearray | memoryview, *, strict: bool = Fa
         raise LimitExceeded(f"{len(raw)} bytes (cap {MAX_DNS_MESSAGE})")
     if len(raw) < DNS_HEADER_LEN:
         raise Truncated(f"{len(raw)} bytes, the DNS header is {DNS_HEADER_LEN}")
-    fast = _fast_message(raw, strict)
+    fast = None
+    if native is not None:  # the compiled fast path; what it declines goes on below
+        fast = native.dns_message(raw, strict, DnsMessage, DnsQuestion, DnsAnswer,
+                                  _type_name, _address_text, MAX_QUESTIONS, MAX_ANSWERS,
+                                  MAX_RECORDS)
+    if fast is None:
+        fast = _fast_message(raw, strict)
     if fast is not None:
         return fast
     frame = _frame(raw)

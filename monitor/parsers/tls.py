@@ -23,6 +23,7 @@ from enum import IntEnum
 from typing import Final
 
 from monitor.errors import BadValue, LimitExceeded, TrailingData, Truncated
+from monitor.kernels import native
 from monitor.parsers.idn import a_label
 from monitor.wire import Reader
 
@@ -227,6 +228,20 @@ class ClientHello:
 
 
 def parse_client_hello(data: bytes | memoryview) -> ClientHello:
+    """Parse one TLS Handshake message of type client_hello (RFC 8446 §4.1.2).
+
+    The compiled kernel takes well-formed hellos (when it was built); anything it
+    declines goes to :func:`_parse_client_hello_py`, the reference, which it matches
+    exactly and which decides every error. See that function for what is malformed.
+    """
+    if native is not None and isinstance(data, bytes):
+        hello: ClientHello | None = native.client_hello(data, ClientHello)
+        if hello is not None:
+            return hello
+    return _parse_client_hello_py(data)
+
+
+def _parse_client_hello_py(data: bytes | memoryview) -> ClientHello:
     """Parse one TLS Handshake message of type client_hello (RFC 8446 §4.1.2).
 
     ``data`` is exactly the message: msg_type (1), a uint24 length and the body, with

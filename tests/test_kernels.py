@@ -1,0 +1,249 @@
+"""The compiled kernels (monitor/_kernels.pyx) against their pure-Python references.
+
+A kernel takes what it knows and returns None for everything else, which the reference
+then decides: so on any input a kernel gives either nothing or exactly the reference's
+result, and never a result where the reference raises. Checked on the units of every
+corpus capture and the demo, and on hypothesis' mutations of them; the corpus units must
+also be taken by the kernels (otherwise they would speed nothing up).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import struct
+import subprocess
+import sys
+from collections.abc import Callable
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import monitor.parsers.dns as dnsp
+import monitor.parsers.tls as tlsp
+from monitor import kernels
+from monitor.capture import pcap
+from monitor.errors import ParseError
+from tests.helpers import CORPUS, DATA, replay
+from tests.test_dns_fast import messages
+from tests.test_tls import python_client_hello, rich_hello, single_record_message
+
+ROOT = Path(__file__).resolve().parent.parent
+native = kernels.native
+needs_native = pytest.mark.skipif(native is None and os.environ.get("CI") != "true",
+                                  reason="the compiled kernels are not built here")
+
+
+def test_kernels_are_built_where_ci_runs() -> None:
+    """CI installs with a C compiler: a build that silently fell back would hide here."""
+    if os.environ.get("CI") != "true":
+        pytest.skip("checked where CI=true")
+    assert native is not None, kernels.status()
+
+
+@needs_native
+def test_kernels_are_built_from_this_source() -> None:
+    """A stale build (the .pyx edited, the package not reinstalled) is caught here."""
+    assert native is not None
+    source = (ROOT / "monitor" / "_kernels.pyx").read_bytes()
+    assert native.SOURCE_SHA256 == hashlib.sha256(source).hexdigest(), \
+        "monitor/_kernels.pyx changed since the build: run pip install -e ."
+
+
+def test_pure_python_switch() -> None:
+    code = "from monitor import kernels; print(kernels.native is None, kernels.status())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "AVMON_PURE_PYTHON": "1"}, check=True).stdout
+    assert out.startswith("True pure Python (AVMON_PURE_PYTHON is set)")
+
+
+# --- units from real traffic ----------------------------------------------------------
+
+
+@cache
+def corpus_units(tmp_root: str) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
+    """Every ClientHello message and DNS message the pipeline parses in the corpus
+    captures and the demo, recorded at the parsers' entry points."""
+    hellos: list[bytes] = []
+    dns_wires: list[bytes] = []
+    parse_hello, parse_dns = tlsp.parse_client_hello, dnsp.parse_dns_message
+
+    def hello(data: Any) -> Any:
+        hellos.append(bytes(data))
+        return parse_hello(data)
+
+    def dns_message(data: Any, **kwargs: Any) -> Any:
+        dns_wires.append(bytes(data))
+        return parse_dns(data, **kwargs)
+
+    captures = sorted(p for p in CORPUS.iterdir() if p.suffix in (".pcap", ".pcapng"))
+    captures.append(ROOT / "monitor" / "data" / "demo.pcap")
+    tlsp.parse_client_hello, dnsp.parse_dns_message = hello, dns_message  # type: ignore[assignment]
+    try:
+        for path in captures:
+            replay([path], Path(tmp_root))
+    finally:
+        tlsp.parse_client_hello, dnsp.parse_dns_message = parse_hello, parse_dns  # type: ignore[assignment]
+    return tuple(dict.fromkeys(hellos)), tuple(dict.fromkeys(dns_wires))
+
+
+@pytest.fixture(scope="module")
+def units(tmp_path_factory: pytest.TempPathFactory) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
+    return corpus_units(str(tmp_path_factory.mktemp("units")))
+
+
+def _outcome(fn: Callable[[bytes], object], data: bytes) -> object:
+    try:
+        return fn(data)
+    except ParseError as exc:
+        return type(exc)
+
+
+# --- TLS ClientHello ------------------------------------------------------------------
+
+
+def _check_hello(data: bytes) -> object:
+    """The kernel gives the reference's hello or declines; returns its answer."""
+    assert native is not None
+    want = _outcome(tlsp._parse_client_hello_py, data)
+    got = native.client_hello(data, tlsp.ClientHello)
+    if got is not None:
+        assert got == want, data.hex()
+    return got
+
+
+HELLO_SEEDS = [
+    rich_hello(),
+    single_record_message(python_client_hello("Some.Host.example", ["h2", "http/1.1"])),
+    single_record_message(python_client_hello(None)),
+    *(single_record_message(p.read_bytes()) for p in sorted((DATA / "tls").glob("*.bin"))
+      if p.read_bytes()[:1] == b"\x16"
+      and int.from_bytes(p.read_bytes()[3:5], "big") == len(p.read_bytes()) - 5),
+]
+
+
+@needs_native
+def test_kernel_takes_every_real_hello(units: tuple[tuple[bytes, ...], tuple[bytes, ...]]
+                                       ) -> None:
+    hellos = [*units[0], *HELLO_SEEDS]
+    assert len(hellos) > 20
+    for data in hellos:
+        assert _check_hello(data) is not None, data.hex()
+
+
+@needs_native
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 10**6), st.sampled_from(["flip", "cut", "byte", "insert", "length"]),
+       st.integers(0, 255))
+def test_kernel_hello_on_mutations(seed: int, how: str, value: int) -> None:
+    data = bytearray(HELLO_SEEDS[seed % len(HELLO_SEEDS)])
+    at = seed % len(data)
+    if how == "flip":
+        data[at] ^= 1 << (value % 8)
+    elif how == "cut":
+        del data[at:]
+    elif how == "byte":
+        data[at] = value
+    elif how == "insert":
+        data[at:at] = bytes([value])
+    else:  # a length field: any two bytes set to a nearby value
+        old = int.from_bytes(data[at:at + 2], "big")
+        data[at:at + 2] = ((old + value - 128) & 0xFFFF).to_bytes(2, "big")[:len(data) - at]
+    _check_hello(bytes(data))
+
+
+@needs_native
+def test_kernel_hello_declines_what_it_does_not_know() -> None:
+    """An internationalised name (the reference converts it) and every error."""
+    assert native is not None
+    from tests.test_tls import client_hello, sni_ext
+
+    idn = client_hello(extensions=[sni_ext("bücher.example".encode())])
+    assert native.client_hello(idn, tlsp.ClientHello) is None
+    assert tlsp.parse_client_hello(idn).sni == "xn--bcher-kva.example"
+    for cut in range(len(HELLO_SEEDS[0])):
+        assert _check_hello(HELLO_SEEDS[0][:cut]) is None
+
+
+# --- DNS messages ---------------------------------------------------------------------
+
+
+def _kernel_dns(wire: bytes, strict: bool = False) -> Any:
+    assert native is not None
+    return native.dns_message(wire, strict, dnsp.DnsMessage, dnsp.DnsQuestion,
+                              dnsp.DnsAnswer, dnsp._type_name, dnsp._address_text,
+                              dnsp.MAX_QUESTIONS, dnsp.MAX_ANSWERS, dnsp.MAX_RECORDS)
+
+
+def _check_dns(wire: bytes) -> object:
+    got = None
+    for strict in (False, True):
+        got = _kernel_dns(wire, strict)
+        if got is not None:
+            assert got == dnsp._fast_message(wire, strict), wire.hex()
+    return got
+
+
+@needs_native
+def test_kernel_takes_real_dns_messages(units: tuple[tuple[bytes, ...], tuple[bytes, ...]]
+                                        ) -> None:
+    wires = [*units[1], *(p.read_bytes() for p in sorted((DATA / "dns").glob("*.bin")))]
+    fast = [w for w in wires if len(w) >= 12 and dnsp._fast_message(w, False) is not None]
+    assert len(fast) > 50
+    taken = [w for w in fast if _check_dns(w) is not None]
+    # The kernel leaves names with escaped characters to the Python fast path.
+    assert len(taken) >= 0.9 * len(fast)
+
+
+@needs_native
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(messages(), st.integers(0, 10_000), st.integers(0, 7))
+def test_kernel_dns_on_generated_and_mutated(wire: bytes, where: int, bit: int) -> None:
+    _check_dns(wire)
+    flipped = bytearray(wire)
+    flipped[where % len(wire)] ^= 1 << bit
+    _check_dns(bytes(flipped))
+    _check_dns(wire[: where % (len(wire) + 1)])
+
+
+# --- the pcap record walk -------------------------------------------------------------
+
+
+def _walks(buf: bytes, pos: int, endian: str) -> None:
+    assert native is not None
+    ref, ref_pos = pcap._walk_pcap_py(buf, pos, struct.Struct(endian + "8xI"))
+    got, got_pos = native.walk_pcap(buf, pos, endian == ">", pcap.MAX_RECORD_BYTES)
+    assert got_pos == ref_pos
+    assert np.array_equal(got, np.frombuffer(ref, dtype=np.int64))
+
+
+@needs_native
+def test_kernel_walks_every_classic_capture() -> None:
+    paths = [p for p in [*CORPUS.iterdir(), ROOT / "monitor" / "data" / "demo.pcap"]
+             if p.suffix == ".pcap"]
+    rng = random.Random(7)
+    for path in paths:
+        data = path.read_bytes()
+        endian = "<" if data[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
+        _walks(data, 24, endian)
+        for cut in [24, 25, 40, len(data) - 1, *(rng.randrange(24, len(data)) for _ in range(50))]:
+            _walks(data[:cut], 24, endian)
+
+
+@needs_native
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.integers(0, 3000), max_size=40), st.sampled_from("<>"),
+       st.integers(0, 200_000), st.integers(0, 40))
+def test_kernel_walk_on_generated_records(caplens: list[int], endian: str, hostile: int,
+                                          cut: int) -> None:
+    buf = bytearray(24)
+    for i, caplen in enumerate(caplens):
+        value = hostile if i == len(caplens) // 2 else caplen
+        buf += struct.pack(endian + "IIII", 0, 0, value, value) + b"\xab" * caplen
+    _walks(bytes(buf[:max(24, len(buf) - cut)]), 24, endian)  # the file header is whole
