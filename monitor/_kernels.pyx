@@ -85,6 +85,26 @@ def walk_pcap(const unsigned char[::1] buf not None, Py_ssize_t pos, bint big_en
     return starts, at
 
 
+def pcap_headers(const unsigned char[::1] buf not None, const long long[::1] starts not None,
+                 bint big_endian, long long frac_ns):
+    """Reference: the header gather in ``monitor.capture.pcap._read_pcap``. Captured
+    length, original length and time in ns of the records at ``starts``."""
+    cdef Py_ssize_t n = starts.shape[0], i
+    caplens = np.empty(n, dtype=np.int64)
+    wirelens = np.empty(n, dtype=np.int64)
+    ts_ns = np.empty(n, dtype=np.int64)
+    cdef long long[::1] c = caplens, w = wirelens, t = ts_ns
+    cdef bytes_p p = &buf[0] if buf.shape[0] else NULL
+    cdef long long at
+    for i in range(n):
+        at = starts[i]
+        t[i] = <long long>_u32(p, at, big_endian) * 1000000000 \
+            + <long long>_u32(p, at + 4, big_endian) * frac_ns
+        c[i] = _u32(p, at + 8, big_endian)
+        w[i] = _u32(p, at + 12, big_endian)
+    return caplens, wirelens, ts_ns
+
+
 # ------------------------------------------------------------------- TLS ClientHello
 
 cdef Py_ssize_t MAX_CLIENT_HELLO_LEN = 1 << 14

@@ -247,3 +247,32 @@ def test_kernel_walk_on_generated_records(caplens: list[int], endian: str, hosti
         value = hostile if i == len(caplens) // 2 else caplen
         buf += struct.pack(endian + "IIII", 0, 0, value, value) + b"\xab" * caplen
     _walks(bytes(buf[:max(24, len(buf) - cut)]), 24, endian)  # the file header is whole
+
+
+def _batches(data: bytes) -> list[tuple[np.ndarray, ...]]:
+    import io
+
+    return [(b.offsets, b.caplens, b.wirelens, b.ts_ns, b.linktypes)
+            for b in pcap.read_batches(io.BytesIO(data), origin="test", batch_packets=7)]
+
+
+@needs_native
+@pytest.mark.parametrize(("endian", "nanoseconds"), [("<", False), (">", False), ("<", True),
+                                                      (">", True)])
+def test_kernel_record_headers_match_the_numpy_gather(monkeypatch: pytest.MonkeyPatch,
+                                                      endian: str, nanoseconds: bool) -> None:
+    """Lengths and times of every record, in every byte order and time resolution."""
+    from tests.mutate import reencode_pcap
+
+    paths = [p for p in [*CORPUS.iterdir(), ROOT / "monitor" / "data" / "demo.pcap"]
+             if p.suffix == ".pcap"]
+    for path in paths:
+        data = reencode_pcap(path.read_bytes(), endian=endian, nanoseconds=nanoseconds)
+        got = _batches(data)
+        monkeypatch.setattr(pcap, "native", None)
+        want = _batches(data)
+        monkeypatch.undo()
+        assert len(got) == len(want) > 0
+        for g, w in zip(got, want, strict=True):
+            for a, b in zip(g, w, strict=True):
+                assert np.array_equal(a, b), path.name

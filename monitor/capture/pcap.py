@@ -412,14 +412,19 @@ def _read_pcap(inp: _Input, out: _Output) -> Iterator[Batch]:
             all_starts = starts
             for lo, hi in _slices(len(all_starts), out.batch_packets):
                 at = all_starts[lo:hi]
-                words = u8[at[:, None] + _HEAD16].view(header_words).astype(np.int64)
-                caplens = words[:, 2]
+                if native is not None:
+                    caplens, wirelens, ts_ns = native.pcap_headers(buf, at, endian == ">",
+                                                                   frac_ns)
+                else:
+                    words = u8[at[:, None] + _HEAD16].view(header_words).astype(np.int64)
+                    caplens, wirelens = words[:, 2], words[:, 3]
+                    ts_ns = words[:, 0] * _NS_PER_S + words[:, 1] * frac_ns
                 yield out.make(
                     buf,
                     at + _PCAP_RECORD_HEADER_LEN,
                     caplens,
-                    words[:, 3],
-                    words[:, 0] * _NS_PER_S + words[:, 1] * frac_ns,
+                    wirelens,
+                    ts_ns,
                     np.full(len(at), linktype, dtype=np.int32),
                 )
         left = len(buf) - pos
