@@ -204,9 +204,15 @@ class Pipeline:
 
     def on_facts(self, flow: Flow) -> None:
         """(Re)attribute ``flow`` after it revealed a name or fingerprint; then policy."""
+        ext = flow.ext
         dns_name = self.dns_cache.lookup(flow.src_addr, flow.dest_addr, flow.first_ns)
-        attr = attribute(self.signatures, flow.ext.get("names", {}), dns_name, flow.dest_ip,
-                         flow.ext.get("ja4"))
+        names = ext.get("names", {})
+        # Nothing attribution reads has changed since the last time: the same answer.
+        facts = (self.signatures, dns_name, tuple(names.items()), ext.get("ja4"))
+        if ext.get("facts") == facts:
+            return
+        ext["facts"] = facts
+        attr = attribute(self.signatures, names, dns_name, flow.dest_ip, ext.get("ja4"))
         if attr.indicator is None:
             return
         flow.ext["attr"] = attr
