@@ -1,5 +1,5 @@
-"""The compiled kernels (monitor/_kernels.pyx), built by Cython; everything else about
-the package is declared in pyproject.toml."""
+"""The compiled kernels (monitor/_kernels.pyx, monitor/_decode.pyx), built by Cython;
+everything else about the package is declared in pyproject.toml."""
 
 import hashlib
 from pathlib import Path
@@ -7,15 +7,17 @@ from pathlib import Path
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
-SOURCE = "monitor/_kernels.pyx"
-digest = hashlib.sha256(Path(__file__).with_name("monitor").joinpath("_kernels.pyx")
-                        .read_bytes()).hexdigest()
+HERE = Path(__file__).parent
 
-setup(
-    ext_modules=cythonize(
-        [Extension("monitor._kernels", [SOURCE],
-                   define_macros=[("AVMON_KERNELS_SHA256", f'"{digest}"')],
-                   extra_compile_args=["-O2"])],
-        language_level=3,
-    ),
-)
+
+def kernel(name: str) -> Extension:
+    """``monitor.<name>`` from ``monitor/<name>.pyx``, which knows the SHA-256 of the source
+    it was built from (tests/test_kernels.py catches a stale build)."""
+    source = f"monitor/{name}.pyx"
+    digest = hashlib.sha256((HERE / source).read_bytes()).hexdigest()
+    return Extension(f"monitor.{name}", [source],
+                     define_macros=[("AVMON_KERNELS_SHA256", f'"{digest}"')],
+                     extra_compile_args=["-O2"])
+
+
+setup(ext_modules=cythonize([kernel("_kernels"), kernel("_decode")], language_level=3))

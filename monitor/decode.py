@@ -20,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from monitor.capture.batch import Batch, LinkType
+from monitor.kernels import native_decode
 
 __all__ = ["Columns", "Undecoded", "decode", "decode_all"]
 
@@ -477,6 +478,25 @@ def _decode_layer(batch: Batch, rd: _Bytes, index: I64, off: I64, end: I64,
     return Columns(index=index, depth=depth, **cols)  # type: ignore[arg-type]
 
 
+def _layer(batch: Batch, rd: _Bytes, index: I64, off: I64, end: I64,
+           lt: npt.NDArray[np.int32], depth: int) -> Columns:
+    """One layer's columns: from the compiled kernel when it was built (one pass per
+    packet in C), else from :func:`_decode_layer`, the reference it matches exactly."""
+    if native_decode is None:
+        return _decode_layer(batch, rd, index, off, end, lt, depth)
+    buffer = batch.buffer
+
+    def nflog(o: int, e: int) -> tuple[int, int]:
+        return _nflog_l3(buffer, o, e)
+
+    cols = native_decode.decode_layer(buffer, np.ascontiguousarray(off, dtype=np.int64),
+                                      np.ascontiguousarray(end, dtype=np.int64),
+                                      np.ascontiguousarray(lt, dtype=np.int32), nflog)
+    if cols is None:  # not reached: it declines only without an NFLOG helper
+        return _decode_layer(batch, rd, index, off, end, lt, depth)
+    return Columns(index=index, depth=depth, **cols)
+
+
 def _tunnels(rd: _Bytes, c: Columns) -> tuple[I64, I64, I64, npt.NDArray[np.int32]]:
     """Packets of layer ``c`` that carry a tunnel: (index, inner offset, end, link type)."""
     ok = (c.reason == 0) & (c.frag == 0)
@@ -553,7 +573,7 @@ def decode(batch: Batch) -> Columns:
     off = batch.offsets.astype(np.int64, copy=False)
     end = off + batch.caplens
     index = np.arange(len(batch), dtype=np.int64)
-    return _decode_layer(batch, rd, index, off, end, batch.linktypes, 0)
+    return _layer(batch, rd, index, off, end, batch.linktypes, 0)
 
 
 def decode_all(batch: Batch) -> list[Columns]:
@@ -562,12 +582,12 @@ def decode_all(batch: Batch) -> list[Columns]:
     off = batch.offsets.astype(np.int64, copy=False)
     end = off + batch.caplens
     index = np.arange(len(batch), dtype=np.int64)
-    layers = [_decode_layer(batch, rd, index, off, end, batch.linktypes, 0)]
+    layers = [_layer(batch, rd, index, off, end, batch.linktypes, 0)]
     for depth in range(1, MAX_TUNNEL_DEPTH + 1):
         idx, ioff, iend, ilt = _tunnels(rd, layers[-1])
         if idx.shape[0] == 0:
             break
-        inner = _decode_layer(batch, rd, idx, ioff, iend, ilt, depth)
+        inner = _layer(batch, rd, idx, ioff, iend, ilt, depth)
         keep = inner.reason == 0
         if not keep.any():
             break

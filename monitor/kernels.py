@@ -1,37 +1,45 @@
-"""The compiled kernels (monitor/_kernels.pyx), if they were built.
+"""The compiled kernels (monitor/_kernels.pyx, monitor/_decode.pyx), if they were built.
 
-``native`` is the extension module, or None when it is missing (a source tree that was
-not installed, a machine without a C compiler) or when ``AVMON_PURE_PYTHON=1`` asks for
-the pure-Python references, which give the same results, about twice as slowly. Callers
-test ``native is not None`` once per batch or unit and use the reference otherwise.
+``native`` and ``native_decode`` are the extension modules, each None when it is missing
+(a source tree that was not installed, a machine without a C compiler) or when
+``AVMON_PURE_PYTHON=1`` asks for the pure-Python references, which give the same results,
+more slowly. Callers test for None once per batch or unit and use the reference
+otherwise. See docs/kernels.md.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 from types import ModuleType
 
-__all__ = ["native", "status"]
+__all__ = ["native", "native_decode", "status"]
 
 
-def _load() -> ModuleType | None:
-    if os.environ.get("AVMON_PURE_PYTHON", "") not in ("", "0"):
+def _pure() -> bool:
+    return os.environ.get("AVMON_PURE_PYTHON", "") not in ("", "0")
+
+
+def _load(name: str) -> ModuleType | None:
+    if _pure():
         return None
     try:
-        from monitor import _kernels
+        return importlib.import_module(f"monitor.{name}")
     except ImportError:
         return None
-    return _kernels
 
 
-native: ModuleType | None = _load()
+#: The parsers' and capture readers' kernels (monitor/_kernels.pyx).
+native: ModuleType | None = _load("_kernels")
+#: The decoder's kernel (monitor/_decode.pyx).
+native_decode: ModuleType | None = _load("_decode")
 
 
 def status() -> str:
     """One line for logs and warnings: which implementation runs."""
-    if native is not None:
+    if native is not None and native_decode is not None:
         return "compiled kernels"
-    if os.environ.get("AVMON_PURE_PYTHON", "") not in ("", "0"):
+    if _pure():
         return "pure Python (AVMON_PURE_PYTHON is set)"
     return ("pure Python: the compiled kernels were not built (reinstall with a C compiler "
             "and the Python headers; the pure-Python path is slower)")
