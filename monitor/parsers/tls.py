@@ -481,6 +481,15 @@ def maybe_read_client_hello_bytes(stream_prefix: bytes | memoryview) -> tuple[by
     """
     view = memoryview(stream_prefix).cast("B")
     total = len(view)
+    # The common case: one handshake record that holds the whole hello (the loop below
+    # gives the same answer, a byte at a time for the header).
+    if total >= _RECORD_HEADER_LEN + _HANDSHAKE_HEADER_LEN and view[0] == ContentType.HANDSHAKE \
+            and view[1] == 3 and view[5] == HandshakeType.CLIENT_HELLO:
+        rec_len = (view[3] << 8) | view[4]
+        end = _RECORD_HEADER_LEN + _HANDSHAKE_HEADER_LEN \
+            + ((view[6] << 16) | (view[7] << 8) | view[8])
+        if rec_len <= _MAX_RECORD_LEN and end <= min(_RECORD_HEADER_LEN + rec_len, total):
+            return bytes(view[_RECORD_HEADER_LEN:end]), end
     message = bytearray()
     need: int | None = None  # full message length once the handshake header is known
     pos = 0
