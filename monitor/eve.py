@@ -52,9 +52,11 @@ def _second_text(secs: int) -> str:
     return f"{dt.datetime.fromtimestamp(secs, tz=dt.timezone.utc):%Y-%m-%dT%H:%M:%S}"
 
 
-def flow_header(flow: Flow, event_type: str, ts_ns: int) -> dict[str, Any]:
-    """The fields every record about ``flow`` starts with."""
-    rec: dict[str, Any] = {"timestamp": eve_time(ts_ns), "flow_id": flow.flow_id,
+def flow_header(flow: Flow, event_type: str, ts_ns: int,
+                timestamp: str | None = None) -> dict[str, Any]:
+    """The fields every record about ``flow`` starts with (``timestamp``: ``ts_ns`` as
+    text, when the caller has it already)."""
+    rec: dict[str, Any] = {"timestamp": timestamp or eve_time(ts_ns), "flow_id": flow.flow_id,
                            "event_type": event_type}
     tail = flow.ext.get("eve_tail")
     if tail is None:
@@ -83,19 +85,29 @@ def _header_tail(flow: Flow) -> dict[str, Any]:
     return tail
 
 
-def _flags_hex(flags: int) -> str:
-    return f"{flags:02x}"
+@functools.lru_cache(maxsize=4096)
+def _tcp_object(to_server: int, to_client: int) -> dict[str, Any]:
+    """The ``tcp`` object of a flow record for its flags each way (flag sets recur: the
+    caller copies this cached one)."""
+    both = to_server | to_client
+    tcp: dict[str, Any] = {"tcp_flags": f"{both:02x}", "tcp_flags_ts": f"{to_server:02x}",
+                           "tcp_flags_tc": f"{to_client:02x}"}
+    for bit, name in _TCP_FLAG_NAMES:
+        if both & bit:
+            tcp[name] = True
+    return tcp
 
 
 def flow_record(flow: Flow) -> dict[str, Any]:
     """The EVE ``flow`` record written when ``flow`` ends."""
-    rec = flow_header(flow, "flow", flow.first_ns)
+    start = eve_time(flow.first_ns)
+    rec = flow_header(flow, "flow", flow.first_ns, start)
     rec["flow"] = {
         "pkts_toserver": flow.pkts_toserver,
         "pkts_toclient": flow.pkts_toclient,
         "bytes_toserver": flow.bytes_toserver,
         "bytes_toclient": flow.bytes_toclient,
-        "start": eve_time(flow.first_ns),
+        "start": start,
         "end": eve_time(flow.last_ns),
         "age": (flow.last_ns - flow.first_ns) // 10**9,
         "state": flow.state(),
@@ -105,16 +117,7 @@ def flow_record(flow: Flow) -> dict[str, Any]:
     if flow.depth:
         rec["flow"]["tunnel_depth"] = flow.depth
     if flow.proto == Proto.TCP:
-        both = flow.flags_ab | flow.flags_ba
-        tcp: dict[str, Any] = {
-            "tcp_flags": _flags_hex(both),
-            "tcp_flags_ts": _flags_hex(flow.flags_toserver),
-            "tcp_flags_tc": _flags_hex(flow.flags_toclient),
-        }
-        for bit, name in _TCP_FLAG_NAMES:
-            if both & bit:
-                tcp[name] = True
-        rec["tcp"] = tcp
+        rec["tcp"] = dict(_tcp_object(flow.flags_toserver, flow.flags_toclient))
     app = flow.ext.get("app_proto")
     if app:
         rec["app_proto"] = app
