@@ -447,11 +447,11 @@ class _Pace:
 
 
 def _warn_without_kernels(warn: Callable[[str], None]) -> None:
-    """A build without its compiled kernels works, at about half the speed: say so,
-    unless the pure-Python path was asked for."""
+    """A build without its compiled kernels works, more slowly: say so, unless the
+    pure-Python path was asked for (AVMON_PURE_PYTHON)."""
     from monitor import kernels
 
-    if kernels.native is None and "not built" in kernels.status():
+    if "not built" in kernels.status():
         warn(kernels.status())
 
 

@@ -280,3 +280,23 @@ def test_kernel_record_headers_match_the_numpy_gather(monkeypatch: pytest.Monkey
         for g, w in zip(got, want, strict=True):
             for a, b in zip(g, w, strict=True):
                 assert np.array_equal(a, b), path.name
+
+
+@pytest.mark.parametrize("pure", [False, True])
+def test_a_build_without_kernels_says_so(pure: bool) -> None:
+    """Missing kernels (no compiler at install) still replay, with a one-line warning;
+    asking for pure Python on purpose gives no warning."""
+    code = ("import sys; sys.modules['monitor._kernels'] = None; "  # import fails
+            "from monitor.cli import main; sys.exit(main(['demo']))")
+    env = {**os.environ, "AVMON_PURE_PYTHON": "1" if pure else "0"}
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "alerts: 7" in run.stdout  # the demo's alerts, all found without the kernels
+    warning = [line for line in run.stderr.splitlines() if "compiled kernels" in line]
+    if pure:
+        assert warning == []
+    else:
+        assert warning == ["avmon: warning: pure Python: the compiled kernels were not built "
+                           "(reinstall with a C compiler and the Python headers; the "
+                           "pure-Python path is slower)"]
