@@ -436,17 +436,11 @@ def decode_layer(const unsigned char[::1] buf, const long long[::1] off not None
             if lt[i] == LT_NFLOG:
                 return None
 
-    cols = {
-        "reason": np.zeros(n, np.uint8), "ipver": np.zeros(n, np.uint8),
-        "proto": np.zeros(n, np.uint8), "src_hi": np.zeros(n, np.uint64),
-        "src_lo": np.zeros(n, np.uint64), "dst_hi": np.zeros(n, np.uint64),
-        "dst_lo": np.zeros(n, np.uint64), "sport": np.zeros(n, np.uint16),
-        "dport": np.zeros(n, np.uint16), "tcpflags": np.zeros(n, np.uint8),
-        "seq": np.zeros(n, np.uint32), "payoff": np.zeros(n, np.int64),
-        "paylen": np.zeros(n, np.int64), "frag": np.zeros(n, np.uint8),
-        "ipid": np.zeros(n, np.uint32), "fragoff": np.zeros(n, np.int64),
-        "more": np.zeros(n, np.bool_), "vlan": np.zeros(n, np.uint16),
-    }
+    # The reference's own empty columns: the same keys and dtypes by construction (a
+    # dtype changed there fails loudly here, at the typed views). Imported here, not at
+    # the top: monitor.decode imports this module.
+    from monitor.decode import _empty
+    cols = _empty(n)
     cdef unsigned char[::1] reason = cols["reason"], ipver = cols["ipver"]
     cdef unsigned char[::1] proto = cols["proto"], tcpflags = cols["tcpflags"]
     cdef unsigned char[::1] frag = cols["frag"], more = cols["more"].view(np.uint8)
