@@ -57,6 +57,9 @@ def walk_pcap(const unsigned char[::1] buf not None, Py_ssize_t pos, bint big_en
     cdef long long *found = <long long *>malloc(room * sizeof(long long))
     cdef long long *grown
     cdef long long[::1] out
+    if pos < 0:
+        free(found)
+        raise ValueError(f"walk_pcap: position {pos} before the buffer")
     if found == NULL:
         raise MemoryError()
     try:
@@ -98,6 +101,8 @@ def pcap_headers(const unsigned char[::1] buf not None, const long long[::1] sta
     cdef long long at
     for i in range(n):
         at = starts[i]
+        if at < 0 or at + 16 > buf.shape[0]:  # never from walk_pcap; kept memory-safe
+            raise ValueError(f"pcap_headers: record header at {at} outside the buffer")
         t[i] = <long long>_u32(p, at, big_endian) * 1000000000 \
             + <long long>_u32(p, at + 4, big_endian) * frac_ns
         c[i] = _u32(p, at + 8, big_endian)

@@ -300,3 +300,15 @@ def test_a_build_without_kernels_says_so(pure: bool) -> None:
         assert warning == ["avmon: warning: pure Python: the compiled kernels were not built "
                            "(reinstall with a C compiler and the Python headers; the "
                            "pure-Python path is slower)"]
+
+
+@needs_native
+def test_kernel_record_walk_refuses_positions_outside_the_buffer() -> None:
+    """Never called so by the reader, but a compiled kernel must not read out of bounds."""
+    assert native is not None
+    data = (ROOT / "monitor" / "data" / "demo.pcap").read_bytes()
+    with pytest.raises(ValueError):
+        native.walk_pcap(data, -1, False, pcap.MAX_RECORD_BYTES)
+    for bad in ([-1], [len(data) - 15], [len(data)]):
+        with pytest.raises(ValueError):
+            native.pcap_headers(data, np.array(bad, dtype=np.int64), False, 1000)
