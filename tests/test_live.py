@@ -54,6 +54,19 @@ def _wait_capturing(live: subprocess.Popen[bytes], mport: int, probe_port: int,
         time.sleep(0.2)
 
 
+def _wait_settled(mport: int, source: str) -> None:
+    """Until avmon's packet count has not moved for a second (at most 15 s)."""
+    deadline = time.monotonic() + 15
+    last, still = -1.0, 0
+    while time.monotonic() < deadline and still < 5:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics",
+                                      timeout=5).read().decode()
+        count = _metric(text, f'avmon_packets_total{{source="{source}"}}')
+        still = still + 1 if count == last else 0
+        last = count
+        time.sleep(0.2)
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="live capture needs CAP_NET_RAW (root)")
 @pytest.mark.parametrize("source", ["ring", "socket", "tshark", "scapy"])
 def test_live_capture_serves_metrics_and_flushes_on_sigterm(source: str,
@@ -88,6 +101,10 @@ def test_live_capture_serves_metrics_and_flushes_on_sigterm(source: str,
             assert _metric(text, 'avmon_protocol_units_total{protocol="tls"}') >= 3, text
             assert _metric(text,
                            f'avmon_capture_dropped_packets_total{{source="{source}"}}') == 0
+            # The connections' last segments may still be on their way through the
+            # capture source (dumpcap's pipe lags most on a loaded machine): stop once the
+            # packet count has settled, so the records below can count every packet.
+            _wait_settled(mport, source)
         finally:
             live.send_signal(signal.SIGTERM)
             rc = live.wait(timeout=30)
