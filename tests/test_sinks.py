@@ -104,7 +104,11 @@ def wait_for(pred: Callable[[], bool], timeout: float = 10.0, what: str = "condi
 def spool_lines(d: Path) -> list[dict[str, Any]]:
     out = []
     for f in sorted(d.glob("*.jsonl")):
-        out += [json.loads(line) for line in f.read_text().splitlines()]
+        try:
+            text = f.read_text()
+        except FileNotFoundError:  # the sink dropped this segment since the glob
+            continue
+        out += [json.loads(line) for line in text.splitlines()]
     return out
 
 
