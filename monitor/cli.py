@@ -451,7 +451,7 @@ def _warn_without_kernels(warn: Callable[[str], None]) -> None:
     pure-Python path was asked for (AVMON_PURE_PYTHON)."""
     from monitor import kernels
 
-    if "not built" in kernels.status():
+    if kernels.missing():
         warn(kernels.status())
 
 

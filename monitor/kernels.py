@@ -13,7 +13,7 @@ import importlib
 import os
 from types import ModuleType
 
-__all__ = ["native", "native_decode", "status"]
+__all__ = ["missing", "native", "native_decode", "status"]
 
 
 def _pure() -> bool:
@@ -35,11 +35,16 @@ native: ModuleType | None = _load("_kernels")
 native_decode: ModuleType | None = _load("_decode")
 
 
+def missing() -> bool:
+    """The kernels were not built (as opposed to switched off on purpose)."""
+    return not _pure() and (native is None or native_decode is None)
+
+
 def status() -> str:
     """One line for logs and warnings: which implementation runs."""
     if native is not None and native_decode is not None:
         return "compiled kernels"
-    if _pure():
+    if not missing():
         return "pure Python (AVMON_PURE_PYTHON is set)"
     return ("pure Python: the compiled kernels were not built (reinstall with a C compiler "
             "and the Python headers; the pure-Python path is slower)")
