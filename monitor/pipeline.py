@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from monitor.alerts import AlertEngine, EvidenceWriter, GeoLookup
-from monitor.attribution import Attribution, DnsCache, attribute
+from monitor.attribution import Attribution, DnsCache, DnsName, attribute
 from monitor.capture.batch import Batch
 from monitor.config import Config, load_config
 from monitor.decode import Columns, Proto, Undecoded, decode_all
@@ -34,6 +34,8 @@ _REASONS: Final = [r for r in Undecoded if r != Undecoded.OK]
 log = logging.getLogger("avmon.pipeline")
 #: Longest a flow waits for other workers' DNS answers before it is judged anyway.
 WAIT_SECONDS: Final = 3.0
+#: Entries kept by each memo of answers per signature set (name facts, attributions).
+MEMO_ENTRIES: Final = 65_536
 
 
 @dataclass(slots=True)
@@ -105,6 +107,8 @@ class Pipeline:
         self.partition = partition
         self._name_info: dict[str, dict[str, Any] | None] = {}
         self._name_info_set: SignatureSet | None = None
+        self._attr_memo: dict[tuple[Any, ...], tuple[Attribution, dict[str, Any]] | None] = {}
+        self._attr_set: SignatureSet | None = None
 
     def process(self, batch: Batch, layers: list[Columns] | None = None) -> None:
         """One batch through every stage (``layers``: its decoded columns, when another
@@ -206,17 +210,37 @@ class Pipeline:
         """(Re)attribute ``flow`` after it revealed a name or fingerprint; then policy."""
         ext = flow.ext
         dns_name = self.dns_cache.lookup(flow.src_addr, flow.dest_addr, flow.first_ns)
-        names = ext.get("names", {})
+        names = ext.get("names")
+        carried = tuple(names.items()) if names else ()
+        ja4 = ext.get("ja4")
         # Nothing attribution reads has changed since the last time: the same answer.
-        facts = (self.signatures, dns_name, tuple(names.items()), ext.get("ja4"))
+        facts = (self.signatures, dns_name, carried, ja4)
         if ext.get("facts") == facts:
             return
         ext["facts"] = facts
-        attr = attribute(self.signatures, names, dns_name, flow.dest_ip, ext.get("ja4"))
-        if attr.indicator is None:
-            return
-        flow.ext["attr"] = attr
-        flow.ext["eve_avmon"] = avmon_object(attr)
+        found = self._attribution(carried, dns_name, flow.dest_ip, ja4)
+        if found is not None:
+            ext["attr"], ext["eve_avmon"] = found
+
+    def _attribution(self, carried: tuple[tuple[str, str], ...], dns_name: DnsName | None,
+                     dest_ip: str, ja4: str | None
+                     ) -> tuple[Attribution, dict[str, Any]] | None:
+        """The attribution of a flow with these facts and its ``avmon`` object; None
+        without an indicator. Flows to one service share their facts, so answers are
+        kept per signature set (bounded); both are immutable to their users."""
+        if self._attr_set is not self.signatures or len(self._attr_memo) >= MEMO_ENTRIES:
+            self._attr_set = self.signatures
+            self._attr_memo.clear()
+        key = (carried, (dns_name.qname, dns_name.chain) if dns_name is not None else None,
+               dest_ip, ja4)
+        try:
+            return self._attr_memo[key]
+        except KeyError:
+            pass
+        attr = attribute(self.signatures, dict(carried), dns_name, dest_ip, ja4)
+        found = None if attr.indicator is None else (attr, avmon_object(attr))
+        self._attr_memo[key] = found
+        return found
 
     def _flow_continued(self, old: Flow, new: Flow) -> None:
         """A long flow cut by the active timeout goes on as a new record."""
@@ -288,7 +312,7 @@ class Pipeline:
     def name_info(self, name: str) -> dict[str, Any] | None:
         """The ``avmon`` object for a DNS name that matches a vendor signature (names
         recur: answers are cached per signature set)."""
-        if self._name_info_set is not self.signatures or len(self._name_info) >= 65536:
+        if self._name_info_set is not self.signatures or len(self._name_info) >= MEMO_ENTRIES:
             self._name_info_set = self.signatures
             self._name_info.clear()
         if name in self._name_info:

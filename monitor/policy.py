@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Final
 
 from monitor.config import AlertException, PolicyConfig, Rule, Segment
 
 __all__ = ["JurisdictionFact", "SegmentMap", "Verdict", "evaluate"]
+
+#: Addresses whose segment :class:`SegmentMap` remembers.
+MEMO_ENTRIES: Final = 65_536
 
 
 class SegmentMap:
@@ -37,8 +41,20 @@ class SegmentMap:
                     plen += 96
                 self._by_len.setdefault(plen, {})[(plen, base)] = seg
         self._lengths = sorted(self._by_len, reverse=True)
+        #: Answers by address: every flow's end asks for its client's segment.
+        self._memo: dict[bytes, Segment | None] = {}
 
     def lookup(self, addr: bytes) -> Segment | None:
+        try:
+            return self._memo[addr]
+        except KeyError:
+            pass
+        if len(self._memo) >= MEMO_ENTRIES:
+            self._memo.clear()
+        seg = self._memo[addr] = self._lookup(addr)
+        return seg
+
+    def _lookup(self, addr: bytes) -> Segment | None:
         value = int.from_bytes(addr, "big")
         if len(addr) == 4:
             value |= 0xFFFF << 32

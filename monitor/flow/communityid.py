@@ -9,7 +9,7 @@ destination port.
 
 from __future__ import annotations
 
-import base64
+import binascii
 import hashlib
 import struct
 from typing import Final
@@ -36,7 +36,7 @@ def community_id(src: bytes, dst: bytes, proto: int, sport: int = 0, dport: int 
     For ICMP/ICMPv6 pass the type as ``sport`` and the code as ``dport``.
     """
     one_way = False
-    if proto in (PROTO_ICMP, PROTO_ICMPV6):
+    if proto == PROTO_ICMP or proto == PROTO_ICMPV6:
         pairs = _ICMP4_PAIRS if proto == PROTO_ICMP else _ICMP6_PAIRS
         icmp_type = sport
         if icmp_type in pairs:
@@ -45,7 +45,14 @@ def community_id(src: bytes, dst: bytes, proto: int, sport: int = 0, dport: int 
             one_way = True
     if not one_way and (src, sport) > (dst, dport):
         src, dst, sport, dport = dst, src, dport, sport
-    data = struct.pack("!H", seed) + src + dst + struct.pack("!BB", proto, 0)
     if proto in _PORTS:
-        data += struct.pack("!HH", sport & 0xFFFF, dport & 0xFFFF)
-    return "1:" + base64.b64encode(hashlib.sha1(data, usedforsecurity=False).digest()).decode()
+        tail = _WITH_PORTS.pack(proto, 0, sport & 0xFFFF, dport & 0xFFFF)
+    else:
+        tail = _NO_PORTS.pack(proto, 0)
+    digest = hashlib.sha1(_SEED.pack(seed) + src + dst + tail, usedforsecurity=False).digest()
+    return "1:" + binascii.b2a_base64(digest, newline=False).decode()
+
+
+_SEED: Final = struct.Struct("!H")
+_WITH_PORTS: Final = struct.Struct("!BBHH")
+_NO_PORTS: Final = struct.Struct("!BB")
