@@ -1,4 +1,4 @@
-"""The compiled kernels (monitor/_kernels.pyx, monitor/_decode.pyx), built by Cython;
+"""The compiled kernels (monitor/_kernels.pyx, _decode.pyx, _flows.pyx), built by Cython;
 everything else about the package is declared in pyproject.toml."""
 
 import hashlib
@@ -20,4 +20,5 @@ def kernel(name: str) -> Extension:
                      extra_compile_args=["-O2"])
 
 
-setup(ext_modules=cythonize([kernel("_kernels"), kernel("_decode")], language_level=3))
+setup(ext_modules=cythonize([kernel("_kernels"), kernel("_decode"), kernel("_flows")],
+                             language_level=3))

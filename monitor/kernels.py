@@ -1,10 +1,10 @@
-"""The compiled kernels (monitor/_kernels.pyx, monitor/_decode.pyx), if they were built.
+"""The compiled kernels (monitor/_kernels.pyx, _decode.pyx, _flows.pyx), if they were built.
 
-``native`` and ``native_decode`` are the extension modules, each None when it is missing
-(a source tree that was not installed, a machine without a C compiler) or when
-``AVMON_PURE_PYTHON=1`` asks for the pure-Python references, which give the same results,
-more slowly. Callers test for None once per batch or unit and use the reference
-otherwise. See docs/kernels.md.
+``native``, ``native_decode`` and ``native_flows`` are the extension modules, each None
+when it is missing (a source tree that was not installed, a machine without a C
+compiler) or when ``AVMON_PURE_PYTHON=1`` asks for the pure-Python references, which
+give the same results, more slowly. Callers test for None once per batch or unit and use
+the reference otherwise. See docs/kernels.md.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import importlib
 import os
 from types import ModuleType
 
-__all__ = ["missing", "native", "native_decode", "status"]
+__all__ = ["missing", "native", "native_decode", "native_flows", "status"]
 
 
 def _pure() -> bool:
@@ -33,16 +33,18 @@ def _load(name: str) -> ModuleType | None:
 native: ModuleType | None = _load("_kernels")
 #: The decoder's kernel (monitor/_decode.pyx).
 native_decode: ModuleType | None = _load("_decode")
+#: The flow table's kernel (monitor/_flows.pyx).
+native_flows: ModuleType | None = _load("_flows")
 
 
 def missing() -> bool:
     """The kernels were not built (as opposed to switched off on purpose)."""
-    return not _pure() and (native is None or native_decode is None)
+    return not _pure() and (native is None or native_decode is None or native_flows is None)
 
 
 def status() -> str:
     """One line for logs and warnings: which implementation runs."""
-    if native is not None and native_decode is not None:
+    if native is not None and native_decode is not None and native_flows is not None:
         return "compiled kernels"
     if not missing():
         return "pure Python (AVMON_PURE_PYTHON is set)"

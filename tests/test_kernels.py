@@ -44,13 +44,15 @@ def test_kernels_are_built_where_ci_runs() -> None:
     """CI installs with a C compiler: a build that silently fell back would hide here."""
     if os.environ.get("CI") != "true":
         pytest.skip("checked where CI=true")
-    assert native is not None and kernels.native_decode is not None, kernels.status()
+    assert native is not None and kernels.native_decode is not None \
+        and kernels.native_flows is not None, kernels.status()
 
 
-@pytest.mark.parametrize("name", ["_kernels", "_decode"])
+@pytest.mark.parametrize("name", ["_kernels", "_decode", "_flows"])
 def test_kernels_are_built_from_this_source(name: str) -> None:
     """A stale build (the .pyx edited, the package not reinstalled) is caught here."""
-    module = native if name == "_kernels" else kernels.native_decode
+    module = {"_kernels": native, "_decode": kernels.native_decode,
+              "_flows": kernels.native_flows}[name]
     if module is None:
         if os.environ.get("CI") == "true":
             pytest.fail(kernels.status())

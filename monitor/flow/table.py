@@ -27,6 +27,7 @@ import numpy.typing as npt
 
 from monitor.decode import Columns, Proto
 from monitor.flow.communityid import community_id
+from monitor.kernels import native_flows
 
 __all__ = ["Flow", "FlowTable", "FlowTimeouts", "Assignment"]
 
@@ -224,6 +225,11 @@ class TableStats:
     fragment_trains_evicted: int = 0
 
 
+U64 = npt.NDArray[np.uint64]
+I64 = npt.NDArray[np.int64]
+#: What :func:`_group_py` gives: inv, first, last, pkts, bytes, flags, slow.
+Grouping = tuple[I64, I64, I64, I64, I64, I64, npt.NDArray[np.bool_]]
+
 _MIX1 = np.uint64(0x9E3779B97F4A7C15)
 _MIX2 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX3 = np.uint64(0x94D049BB133111EB)
@@ -238,6 +244,52 @@ def _mix(h: npt.NDArray[np.uint64], v: npt.NDArray[np.uint64]) -> npt.NDArray[np
         x ^= x >> np.uint64(29)
         x *= _MIX3
         return x ^ (x >> np.uint64(32))
+
+
+def _group_py(ah: U64, al: U64, bh: U64, bl: U64, pa: U64, pb: U64, pr: U64, depth: int,
+              swap: npt.NDArray[np.bool_], pure_syn: npt.NDArray[np.bool_],
+              flags: npt.NDArray[np.uint8], wl: npt.NDArray[np.int64],
+              ts: npt.NDArray[np.int64], min_idle: int) -> Grouping:
+    """A layer's packets grouped by flow (canonical tuple ``ah al bh bl pa pb pr`` at
+    ``depth``): per packet its group; per group, in the order of the tuple hash, the first
+    and last packet, packets, bytes and TCP flags each way (column 0: A->B), and whether
+    packet order matters in it (a pure SYN after its first packet, or a gap between two
+    of its packets longer than ``min_idle``). The reference of the compiled
+    ``monitor._flows.group``."""
+    h = _mix(_mix(_mix(_mix(_mix(ah, al), bh), bl), (pa << np.uint64(16)) | pb),
+             pr | (np.uint64(depth) << np.uint64(8)))
+    _, first, inv = np.unique(h, return_index=True, return_inverse=True)
+    inv = inv.reshape(-1)
+    # Verify no two different tuples share a hash in this batch (vanishingly rare).
+    rep = first[inv]
+    same = ((ah == ah[rep]) & (al == al[rep]) & (bh == bh[rep]) & (bl == bl[rep])
+            & (pa == pa[rep]) & (pb == pb[rep]) & (pr == pr[rep]))
+    if not same.all():
+        keys = np.stack([ah, al, bh, bl, (pa << np.uint64(16)) | pb, pr], axis=1)
+        _, first, inv = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+        inv = inv.reshape(-1)
+    g = first.shape[0]
+    n = inv.shape[0]
+    slot = inv * 2 + swap.astype(np.int64)
+    pkts = np.bincount(slot, minlength=2 * g).reshape(g, 2)
+    byts = np.bincount(slot, weights=wl, minlength=2 * g).astype(np.int64).reshape(g, 2)
+    last = np.full(g, -1, dtype=np.int64)
+    np.maximum.at(last, inv, np.arange(n, dtype=np.int64))
+    fl = np.zeros(2 * g, dtype=np.int64)
+    for bit in (TCP_FIN, TCP_SYN, TCP_RST, 0x08, TCP_ACK, 0x20, 0x40, 0x80):
+        has = np.bincount(slot, weights=(flags & bit) != 0, minlength=2 * g) > 0
+        fl |= np.where(has, bit, 0)
+    slow = np.zeros(g, dtype=np.bool_)
+    if pure_syn.any():
+        not_first = pure_syn & (np.arange(n) != first[inv])
+        slow |= np.bincount(inv, weights=not_first, minlength=g) > 0
+    if n and int(ts.max()) - int(ts.min()) > min_idle:
+        order = np.argsort(inv, kind="stable")
+        gaps = np.diff(ts[order])
+        same_g = np.diff(inv[order]) == 0
+        big = np.flatnonzero(same_g & (gaps > min_idle))
+        slow[inv[order][big]] = True
+    return inv, first.astype(np.int64), last, pkts, byts, fl.reshape(g, 2), slow
 
 
 class FlowTable:
@@ -309,52 +361,28 @@ class FlowTable:
         ah, al = np.where(swap, dh, sh), np.where(swap, dl, sl)
         bh, bl = np.where(swap, sh, dh), np.where(swap, sl, dl)
         pa, pb = np.where(swap, dp, sp), np.where(swap, sp, dp)
-        pr = proto[idx].astype(np.uint64)
-        h = _mix(_mix(_mix(_mix(_mix(ah, al), bh), bl), (pa << np.uint64(16)) | pb),
-                 pr | (np.uint64(cols.depth) << np.uint64(8)))
-        uniq, first, inv = np.unique(h, return_index=True, return_inverse=True)
-        inv = inv.reshape(-1)
-        # Verify no two different tuples share a hash in this batch (vanishingly rare).
-        rep = first[inv]
-        same = ((ah == ah[rep]) & (al == al[rep]) & (bh == bh[rep]) & (bl == bl[rep])
-                & (pa == pa[rep]) & (pb == pb[rep]) & (pr == pr[rep]))
-        if not same.all():
-            keys = np.stack([ah, al, bh, bl, (pa << np.uint64(16)) | pb, pr], axis=1)
-            _, first, inv = np.unique(keys, axis=0, return_index=True, return_inverse=True)
-            inv = inv.reshape(-1)
-        g = first.shape[0]
-        dirn = swap.astype(np.int64)  # 0: A->B, 1: B->A
-        slot = inv * 2 + dirn
-        pkt_index = cols.index[idx]
-        wl = wirelens[pkt_index]
-        ts = ts_ns[pkt_index]
-        pkts = np.bincount(slot, minlength=2 * g).reshape(g, 2)
-        byts = np.bincount(slot, weights=wl, minlength=2 * g).reshape(g, 2)
-        last = np.full(g, -1, dtype=np.int64)
-        np.maximum.at(last, inv, np.arange(idx.shape[0], dtype=np.int64))
         flags = cols.tcpflags[idx]
-        fl = np.zeros(2 * g, dtype=np.int64)
-        for bit in (TCP_FIN, TCP_SYN, TCP_RST, 0x08, TCP_ACK, 0x20, 0x40, 0x80):
-            has = np.bincount(slot, weights=(flags & bit) != 0, minlength=2 * g) > 0
-            fl |= np.where(has, bit, 0)
-        fl = fl.reshape(g, 2)
-
         # Groups that need packet order: a pure SYN that is not the group's first packet,
         # a later fragment, or an idle gap longer than the shortest timeout.
         pure_syn = (proto[idx] == Proto.TCP) & ((flags & (TCP_SYN | TCP_ACK)) == TCP_SYN)
-        slow = np.zeros(g, dtype=np.bool_)
-        if pure_syn.any():
-            not_first = pure_syn & (np.arange(idx.shape[0]) != first[inv])
-            slow |= np.bincount(inv, weights=not_first, minlength=g) > 0
-        if int(ts.max()) - int(ts.min()) > self._min_idle:
-            order = np.argsort(inv, kind="stable")
-            gaps = np.diff(ts[order])
-            same_g = np.diff(inv[order]) == 0
-            big = np.flatnonzero(same_g & (gaps > self._min_idle))
-            slow[inv[order][big]] = True
+        pkt_index = cols.index[idx]
+        wl = wirelens[pkt_index]
+        ts = ts_ns[pkt_index]
+        pr = proto[idx].astype(np.uint64)
+        grouped = None
+        if native_flows is not None:
+            grouped = native_flows.group(ah, al, bh, bl, pa, pb, pr, cols.depth,
+                                         swap.view(np.uint8), pure_syn.view(np.uint8), flags,
+                                         wl, ts, self._min_idle)
+        if grouped is None:
+            grouped = _group_py(ah, al, bh, bl, pa, pb, pr, cols.depth, swap, pure_syn, flags,
+                                wl, ts, self._min_idle)
+        inv, first, last, pkts, byts, fl, slow = grouped
+        g = first.shape[0]
+        dirn = swap.astype(np.int64)  # 0: A->B, 1: B->A
 
         pkts_l = pkts.tolist()
-        byts_l = byts.astype(np.int64).tolist()
+        byts_l = byts.tolist()
         fl_l = fl.tolist()
         slow_l = slow.tolist()
         ts_l_first = ts[first].tolist()
