@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.registry import Collector
@@ -36,6 +36,9 @@ from signatures import (
     format_vendor_table,
     load_signature_set,
 )
+
+if TYPE_CHECKING:
+    from monitor.workers import Outbox
 
 __all__ = ["main"]
 
@@ -111,6 +114,9 @@ class _WorkerOutputs:
         from monitor.metrics import MergedCollector
 
         self.eve = eve
+        #: The workers append their EVE lines to the file themselves (see
+        #: :func:`_worker_outputs`); the records sent here are for the sinks and listeners.
+        self.direct = eve.appends_to_file()
         self.to_sinks = to_sinks
         self.listeners = tuple(listeners)
         self.snapshots: dict[int, list[Any]] = {}
@@ -123,7 +129,8 @@ class _WorkerOutputs:
         kind = message[0]
         if kind == "records":
             for record in message[1]:
-                self.eve.write(record)
+                if not self.direct:
+                    self.eve.write(record)
                 self.to_sinks(record)
                 for listener in self.listeners:
                     listener(record)
@@ -132,6 +139,24 @@ class _WorkerOutputs:
             self.snapshots[index] = message[1]
         elif kind == "stop":
             _add_totals(self.totals, message[1])
+
+
+def _worker_outputs(eve: EveWriter | None, out: Outbox, forward_all: bool
+                    ) -> tuple[EveWriter | None, list[Callable[[dict[str, Any]], None]]]:
+    """A worker's EVE writer and record listeners. With an EVE file, the worker appends
+    its own lines to it (one write per batch, on the descriptor it inherited) and sends
+    the first process only what the sinks need (alerts), or every record when the first
+    process has listeners; otherwise every record goes to the first process to write."""
+    if eve is None:
+        return None, [out]
+    if forward_all:
+        return eve, [out]
+
+    def alerts(record: dict[str, Any]) -> None:
+        if record["event_type"] == "alert":
+            out(record)
+
+    return eve, [alerts]
 
 
 def _summary(out: TextIO, reader: CaptureReader, t: dict[str, Any], wall: float,
@@ -228,7 +253,7 @@ def _replay_workers(paths: Sequence[str], config: Config, signatures: SignatureS
 
     feed = BatchFeed(workers, multiprocessing.get_context("fork"))
     work = functools.partial(_replay_worker, feed, config, signatures, geo, evidence,
-                             workers)
+                             workers, eve if outputs.direct else None, bool(listeners))
     t0 = time.perf_counter()
     try:
         code = run_workers(workers, lambda i: None, work, on_message,
@@ -250,7 +275,7 @@ def _replay_workers(paths: Sequence[str], config: Config, signatures: SignatureS
         return 1
     if not quiet:
         _summary(summary_out or sys.stderr, reader, outputs.totals, wall, eve_target,
-                 eve.records, workers)
+                 eve.records + outputs.totals.get("eve_records", 0), workers)
     if outputs.totals.get("packets", 0) == 0 and reader.damaged:
         print("avmon: error: no packets could be read", file=sys.stderr)
         return 1
@@ -258,8 +283,9 @@ def _replay_workers(paths: Sequence[str], config: Config, signatures: SignatureS
 
 
 def _replay_worker(feed: Any, config: Config, signatures: SignatureSet, geo: GeoDatabases,
-                   evidence: Path | None, workers: int, index: int, _source: None,
-                   exchange: Any, conn: Any) -> int:
+                   evidence: Path | None, workers: int, eve: EveWriter | None,
+                   forward_all: bool, index: int, _source: None, exchange: Any,
+                   conn: Any) -> int:
     """One ``replay --workers`` process: the batches the first process read and decoded,
     this worker's share of their flows."""
     from monitor import __version__
@@ -269,7 +295,8 @@ def _replay_worker(feed: Any, config: Config, signatures: SignatureSet, geo: Geo
     cache = SharedDnsCache(config.limits)
     dns = WorkerDns(exchange, index, cache)
     out = Outbox(conn)
-    pipe = Pipeline(config, listeners=[out], signatures=signatures, geo=geo,
+    eve, listeners = _worker_outputs(eve, out, forward_all)
+    pipe = Pipeline(config, eve=eve, listeners=listeners, signatures=signatures, geo=geo,
                     evidence_dir=evidence, dns_cache=cache,
                     dns_complete=lambda flow: dns.complete(flow.first_frame),
                     partition=(index, workers))
@@ -295,7 +322,7 @@ def _replay_worker(feed: Any, config: Config, signatures: SignatureSet, geo: Geo
         pipe.settle_waiting()
         pipe.finish()
         out.send(snapshot, force_metrics=True)
-        conn.send(("stop", _totals(pipe)))
+        conn.send(("stop", {**_totals(pipe), "eve_records": pipe.eve.records}))
     finally:
         dns.close()
     return 0
@@ -607,10 +634,11 @@ def _live_workers(args: argparse.Namespace, config: Config, listen: tuple[str, i
 
             drop_privileges(args.user)  # every ring is open: root is not needed
 
-    work = functools.partial(_live_worker, args, config, signatures, geo)
     sinks, to_sinks = _start_sinks(config, lambda msg: _log("warning", message=msg))
     eve = EveWriter(args.eve, lambda msg: _log("warning", message=msg))
     outputs = _WorkerOutputs(eve, to_sinks, sinks)
+    work = functools.partial(_live_worker, args, config, signatures, geo,
+                             eve if outputs.direct else None)
     server = _serve_metrics(build_registry(outputs.collector), listen)
 
     _log("start", interfaces=args.interface, source=args.source, workers=args.workers,
@@ -626,8 +654,8 @@ def _live_workers(args: argparse.Namespace, config: Config, listen: tuple[str, i
 
 
 def _live_worker(args: argparse.Namespace, config: Config, signatures: SignatureSet,
-                 geo: GeoDatabases, index: int, ring: Any, exchange: Any,
-                 conn: Any) -> int:
+                 geo: GeoDatabases, eve: EveWriter | None, index: int, ring: Any,
+                 exchange: Any, conn: Any) -> int:
     """One ``--workers`` process: its ring, its pipeline, DNS names shared."""
     import signal
 
@@ -639,7 +667,8 @@ def _live_worker(args: argparse.Namespace, config: Config, signatures: Signature
     cache = SharedDnsCache(config.limits)
     dns = WorkerDns(exchange, index, cache)
     out = Outbox(conn)
-    pipe = Pipeline(config, listeners=[out], signatures=signatures, geo=geo,
+    eve, listeners = _worker_outputs(eve, out, False)
+    pipe = Pipeline(config, eve=eve, listeners=listeners, signatures=signatures, geo=geo,
                     evidence_dir=Path(args.evidence) if args.evidence else None,
                     dns_cache=cache, dns_complete=lambda flow: dns.complete(flow.first_ns))
     collector = PipelineCollector(pipe, source="ring", live=True, version=__version__,

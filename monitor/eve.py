@@ -184,6 +184,12 @@ class EveWriter:
     def enabled(self) -> bool:
         return self._fd is not None or self._stream is not None
 
+    def appends_to_file(self) -> bool:
+        """Writes go to a regular file opened for appending: processes forked after it was
+        opened (with nothing held) may each append their own whole lines to it, as their
+        writes never interleave inside a line. A pipe or terminal is not so shared."""
+        return self._fd is not None and stat.S_ISREG(os.fstat(self._fd).st_mode)
+
     def write(self, record: dict[str, Any]) -> None:
         if self._fd is None and self._stream is None:
             return
