@@ -17,7 +17,7 @@ import threading
 import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -636,6 +636,34 @@ def test_cname_chain_depth_is_bounded(hops: int) -> None:
         assert resolved == ()
 
 
+def test_chain_walk_skips_other_classes_and_types() -> None:
+    """Only IN A/AAAA/CNAME records are on a chain: a CNAME of another class is not
+    followed, other types owned by a chain name give nothing, and an address reached
+    twice for one question is reported once (for each question)."""
+    m = DnsMessage(
+        id=1, is_response=True, opcode=0, rcode=0, flags=0x8180, aa=False, tc=False, rd=True,
+        ra=True, ad=False, cd=False,
+        questions=(DnsQuestion("q.example", "A", "IN"), DnsQuestion("t.example", "A", "IN")),
+        answers=(DnsAnswer("q.example", "CNAME", 50, "ch.example", "CH"),
+                 DnsAnswer("q.example", "TXT", 10, '"x"'),
+                 DnsAnswer("q.example", "DNAME", 10, "d.example"),
+                 DnsAnswer("q.example", "CNAME", 40, "t.example"),
+                 DnsAnswer("q.example", "CNAME", 5, "ignored.example"),
+                 DnsAnswer("ch.example", "A", 1, "192.0.2.9"),
+                 DnsAnswer("t.example", "A", 30, "192.0.2.1"),
+                 DnsAnswer("t.example", "AAAA", 60, "2001:db8::1"),
+                 DnsAnswer("t.example", "A", 20, "192.0.2.1")),
+        authorities=(), authority_count=0, additional_count=0, partial=False,
+        skipped_records=0, trailing_bytes=0)
+    chain = ("q.example", "t.example")
+    assert answer_addresses(m) == (
+        ResolvedAddress("q.example", "192.0.2.1", 30, chain),
+        ResolvedAddress("q.example", "2001:db8::1", 40, chain),
+        ResolvedAddress("t.example", "192.0.2.1", 30, ("t.example",)),
+        ResolvedAddress("t.example", "2001:db8::1", 60, ("t.example",)),
+    )
+
+
 # --- DNS over TCP ------------------------------------------------------------------------
 
 
@@ -749,6 +777,82 @@ def test_eve_flags_for_truncated_authoritative_nxdomain() -> None:
     assert record["flags"] == "8643"
     assert {k for k, v in record.items() if v is True} == {"qr", "aa", "tc", "z"}
     assert record["rcode"] == "NXDOMAIN"
+
+
+def _message(*answers: DnsAnswer, flags: int = 0x8180) -> DnsMessage:
+    return DnsMessage(
+        id=7, is_response=True, opcode=0, rcode=0, flags=flags, aa=False, tc=False, rd=True,
+        ra=True, ad=False, cd=False, questions=(DnsQuestion("q.example", "TYPE65400", "IN"),),
+        answers=answers, authorities=answers, authority_count=len(answers),
+        additional_count=0, partial=False, skipped_records=0, trailing_bytes=0)
+
+
+def test_eve_data_of_every_record_shape() -> None:
+    """What Suricata logs for each RDATA form, the generic RFC 3597 one included."""
+    shapes: list[tuple[str, str, dict[str, Any]]] = [
+        ("A", "192.0.2.1", {"rdata": "192.0.2.1"}),
+        ("AAAA", "2001:db8::1", {"rdata": "2001:0db8:0000:0000:0000:0000:0000:0001"}),
+        ("AAAA", "::ffff:192.0.2.1", {"rdata": "0000:0000:0000:0000:0000:ffff:c000:0201"}),
+        ("CNAME", ".", {"rdata": "<root>"}),
+        ("NS", "ns.example", {"rdata": "ns.example"}),
+        ("PTR", "host.example", {"rdata": "host.example"}),
+        ("DNAME", "d.example", {}),
+        ("MX", "10 mail.example", {"rdata": "mail.example"}),
+        ("MX", "0 .", {"rdata": "<root>"}),
+        ("MX", "mail.example", {"rdata": "mail.example"}),
+        ("TXT", '"v=spf1 -all"', {"rdata": '"v=spf1 -all"'}),
+        ("NULL", "\\# 1 00", {"rdata": "\\# 1 00"}),
+        ("A", "\\# 2 0102", {"rdata": "\\# 2 0102"}),
+        ("AAAA", "\\# 2 0102", {"rdata": "\\# 2 0102"}),
+        ("MX", "\\# 2 0102", {"rdata": "\\# 2 0102"}),
+        ("SOA", "\\# 2 0102", {}),
+        ("TYPE65400", "\\# 2 0102", {}),
+        ("SOA", ". h.example 1 2 3 4 5", {"soa": {
+            "mname": "<root>", "rname": "h.example", "serial": 1, "refresh": 2, "retry": 3,
+            "expire": 4, "minimum": 5}}),
+        ("SOA", "ns.example h.example 1 2 3 4", {}),
+        ("SRV", "1 2 443 svc.example", {"srv": {"priority": 1, "weight": 2, "port": 443,
+                                                "name": "svc.example"}}),
+        ("SRV", "1 2 svc.example", {}),
+        ("SSHFP", "1 2 ABCDEF 12", {"sshfp": {"fingerprint": "ab:cd:ef:12", "algo": 1,
+                                              "type": 2}}),
+        ("SSHFP", "1 2", {}),
+        ("HTTPS", "1 . alpn=h2", {}),
+    ]
+    answers = [DnsAnswer("o.example", rrtype, 9, rdata) for rrtype, rdata, _ in shapes]
+    (record,) = eve_dns_records(_message(*answers), grouped=True)
+    expected = [{"rrname": "o.example", "rrtype": "65400" if t == "TYPE65400" else t,
+                 "ttl": 9, **data} for t, _, data in shapes]
+    assert record["answers"] == expected
+    assert record["authorities"] == expected
+    assert record["rrtype"] == "65400"
+    grouped: dict[str, list[Any]] = {}
+    for rrtype, _, data in shapes:
+        if data:
+            grouped.setdefault(rrtype, []).extend(data.values())
+    assert record["grouped"] == grouped
+
+
+def test_eve_type_names() -> None:
+    """dnspython's ``TYPE<n>`` for an unknown type is Suricata's number; other names stay."""
+    answers = [DnsAnswer("o.example", rrtype, 1, "\\# 0")
+               for rrtype in ("TYPE65400", "TYPE0", "TYPE", "TYPEx1", "Type12", "A")]
+    (record,) = eve_dns_records(_message(*answers))
+    assert isinstance(record["answers"], list)
+    assert [a["rrtype"] for a in record["answers"] if isinstance(a, dict)] == [
+        "65400", "0", "TYPE", "TYPEx1", "Type12", "A"]
+
+
+def test_eve_flags_every_header_word() -> None:
+    """The hex word and the qr/aa/tc/rd/ra/z keys, for every value of the flags word."""
+    base = _message()
+    keys = (("qr", 0x8000), ("aa", 0x0400), ("tc", 0x0200), ("rd", 0x0100), ("ra", 0x0080),
+            ("z", 0x0040))
+    for flags in range(0x10000):
+        (record,) = eve_dns_records(replace(base, flags=flags))
+        assert list(record)[:3] == ["version", "type", "id"]
+        assert record["flags"] == f"{flags:x}"
+        assert [k for k in record if record[k] is True] == [k for k, bit in keys if flags & bit]
 
 
 # --- property tests ----------------------------------------------------------------------

@@ -26,6 +26,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import monitor.parsers.tls as tlsp
 from monitor.errors import BadValue, LimitExceeded, ParseError, TrailingData, Truncated
 from monitor.flow.reassembly import StreamPrefix
 from monitor.parsers.tls import (
@@ -875,6 +876,40 @@ def test_ja4_transport_is_validated() -> None:
         ja4(ch, "x")
 
 
+def test_ja4_of_each_transport_hashes_ja4_r() -> None:
+    """JA4 is JA4_r with its lists hashed, for every transport (they share all but the
+    first character)."""
+    for message in SEEDS:
+        ch = parse_client_hello(message)
+        for transport in ("t", "q", "d"):
+            a, b, c = ja4_r(ch, transport).split("_", 2)
+            hashed = [hashlib.sha256(part.encode()).hexdigest()[:12] if part
+                      else "000000000000" for part in (b, c)]
+            assert ja4(ch, transport) == "_".join([a, *hashed])
+            assert a[0] == transport
+
+
+def test_fingerprints_of_interleaved_hellos() -> None:
+    """The fingerprints of several hellos asked for in any order are each one's own."""
+    hellos = [parse_client_hello(m) for m in SEEDS]
+    alone = []
+    for ch in hellos:
+        tlsp._fingerprints_of.cache_clear()
+        tlsp._last_fingerprints = (None, ("", "", ""))
+        alone.append((ja4(ch, "t"), ja4(ch, "q"), ch.ja3_hash, ch.ja3, ch.ja4))
+    assert len({a[3] for a in alone}) == len(hellos)
+    asks: list[Callable[[ClientHello], str]] = [
+        lambda ch: ja4(ch, "t"), lambda ch: ja4(ch, "q"), lambda ch: ch.ja3_hash,
+        lambda ch: ch.ja3, lambda ch: ch.ja4]
+    rng = random.Random(7)
+    for _ in range(500):
+        i = rng.randrange(len(hellos))
+        ch = parse_client_hello(SEEDS[i]) if rng.random() < 0.3 else hellos[i]
+        which = rng.randrange(len(asks))
+        assert asks[which](ch) == alone[i][which]
+    assert (ja3(hellos[0]), ja3_hash(hellos[0])) == (alone[0][3], alone[0][2])
+
+
 def test_is_grease() -> None:
     greases = {v for v in range(0x10000) if is_grease(v)}
     assert greases == {0x0A0A + 0x1010 * i for i in range(16)}
@@ -919,6 +954,62 @@ def test_parse_client_hello_raises_only_parse_error(data: bytes) -> None:
 def test_maybe_read_whole_equals_bytewise(data: bytes) -> None:
     whole = outcome(maybe_read_client_hello, data)
     assert bytewise(data)[0] == whole
+
+
+def record_walk(stream: bytes) -> Outcome:
+    """What maybe_read_client_hello_bytes answers, by its docstring, one byte at a time:
+    its fast paths must agree with this on every prefix."""
+    message = bytearray()
+    need: int | None = None
+    pos = records_seen = 0
+    try:
+        while True:
+            if pos >= len(stream):
+                return ("none", None)
+            if stream[pos] != 22:
+                raise BadValue("content type")
+            if pos + 1 >= len(stream):
+                return ("none", None)
+            if stream[pos + 1] != 3:
+                raise BadValue("version")
+            if pos + 5 > len(stream):
+                return ("none", None)
+            records_seen += 1
+            if records_seen > MAX_CLIENT_HELLO_RECORDS:
+                raise LimitExceeded("records")
+            rec_len = int.from_bytes(stream[pos + 3 : pos + 5], "big")
+            if not 0 < rec_len <= 2**14:
+                raise BadValue("record length")
+            for i in range(pos + 5, min(pos + 5 + rec_len, len(stream))):
+                message.append(stream[i])
+                if len(message) == 1 and message[0] != 1:
+                    raise BadValue("handshake type")
+                if len(message) == 4:
+                    need = 4 + int.from_bytes(message[1:4], "big")
+                    if need - 4 > MAX_CLIENT_HELLO_LEN:
+                        raise LimitExceeded("hello length")
+                if need is not None and len(message) == need:
+                    return ("ok", (bytes(message), i + 1))
+            if pos + 5 + rec_len > len(stream):
+                return ("none", None)
+            pos += 5 + rec_len
+    except ParseError as exc:
+        return ("error", type(exc))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(SEEDS), st.lists(st.integers(1, 400), max_size=3),
+       st.lists(st.tuples(st.integers(0, 8), st.integers(0, 255)), max_size=3))
+def test_maybe_read_bytes_equals_the_record_walk(message: bytes, sizes: list[int],
+                                                 header_edits: list[tuple[int, int]]) -> None:
+    """Every prefix of a hello in records, its first headers possibly damaged (type,
+    version, record length, handshake type and length: what the fast paths read)."""
+    stream = bytearray(records(message, sizes))
+    for pos, value in header_edits:
+        stream[pos] = value
+    for cut in range(len(stream) + 1):
+        prefix = bytes(stream[:cut])
+        assert outcome(maybe_read_client_hello_bytes, prefix) == record_walk(prefix), cut
 
 
 def test_maybe_read_random_splits_agree() -> None:

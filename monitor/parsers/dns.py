@@ -186,7 +186,8 @@ class DnsMessage:
     @property
     def rcode_name(self) -> str:
         """RCODE mnemonic ("NOERROR", "NXDOMAIN", ...) or the number as text."""
-        return _RCODE_NAMES.get(self.rcode, str(self.rcode))
+        name = _RCODE_NAMES.get(self.rcode)
+        return str(self.rcode) if name is None else name
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,7 +205,6 @@ class ResolvedAddress:
 
 EveValue: TypeAlias = "str | int | bool | list[EveValue] | dict[str, EveValue]"
 EveObject: TypeAlias = "dict[str, EveValue]"
-
 
 @dataclass(frozen=True, slots=True)
 class _Frame:
@@ -585,6 +585,10 @@ def parse_dns_message(data: bytes | bytearray | memoryview, *, strict: bool = Fa
     )
 
 
+#: The answer records a chain walk looks at (only in class IN).
+_CHAIN_TYPES: Final = frozenset({"A", "AAAA", "CNAME"})
+
+
 def answer_addresses(msg: DnsMessage) -> tuple[ResolvedAddress, ...]:
     """Addresses the answer section gives for each question name, through CNAME chains.
 
@@ -593,34 +597,40 @@ def answer_addresses(msg: DnsMessage) -> tuple[ResolvedAddress, ...]:
     and collect the A/AAAA records owned by any name on the chain. Records that no chain
     reaches are ignored: they do not answer what the client asked. Never raises.
     """
+    if not msg.answers:
+        return ()
+    # Only IN A/AAAA/CNAME records can be on a chain; the others are dropped up front.
     by_owner: dict[str, list[DnsAnswer]] = {}
     for rr in msg.answers:
-        by_owner.setdefault(rr.rrname, []).append(rr)
+        if rr.rrclass == "IN" and rr.rrtype in _CHAIN_TYPES:
+            owned = by_owner.get(rr.rrname)
+            if owned is None:
+                by_owner[rr.rrname] = [rr]
+            else:
+                owned.append(rr)
     out: list[ResolvedAddress] = []
     seen_results: set[tuple[str, str]] = set()
     for question in msg.questions:
-        name = question.qname
-        chain = [name]
+        qname = name = question.qname
+        # A tuple (at most MAX_CNAME_DEPTH + 1 names), shared by the results it ends in.
+        chain: tuple[str, ...] = (name,)
         ttl: int | None = None
         for _ in range(MAX_CNAME_DEPTH + 1):
             target: str | None = None
             target_ttl = 0
             for rr in by_owner.get(name, ()):
-                if rr.rrclass != "IN":
-                    continue
-                if rr.rrtype in ("A", "AAAA"):
-                    key = (question.qname, rr.rdata)
+                if rr.rrtype != "CNAME":
+                    key = (qname, rr.rdata)
                     if key not in seen_results:
                         seen_results.add(key)
                         addr_ttl = rr.ttl if ttl is None else min(ttl, rr.ttl)
-                        out.append(ResolvedAddress(question.qname, rr.rdata, addr_ttl,
-                                                   tuple(chain)))
-                elif rr.rrtype == "CNAME" and target is None:
+                        out.append(ResolvedAddress(qname, rr.rdata, addr_ttl, chain))
+                elif target is None:
                     target, target_ttl = rr.rdata, rr.ttl
             if target is None or target in chain or len(chain) > MAX_CNAME_DEPTH:
                 break
             ttl = target_ttl if ttl is None else min(ttl, target_ttl)
-            chain.append(target)
+            chain += (target,)
             name = target
     return tuple(out)
 
@@ -649,43 +659,62 @@ def maybe_read_tcp_messages(buffer: bytes | bytearray | memoryview
 # --- Suricata EVE ``dns`` objects -------------------------------------------------------
 
 _EVE_STRING_TYPES: Final = frozenset({"A", "AAAA", "CNAME", "MX", "NS", "PTR", "TXT", "NULL"})
+_EVE_NAME_TYPES: Final = frozenset({"CNAME", "NS", "PTR"})
+#: The header flags EVE writes as ``true`` keys when set, in Suricata's order.
+_EVE_FLAG_KEYS: Final = (("qr", _FLAG_QR), ("aa", _FLAG_AA), ("tc", _FLAG_TC),
+                         ("rd", _FLAG_RD), ("ra", _FLAG_RA), ("z", _FLAG_Z))
 
 
 def _eve_name(name: str) -> str:
     return "<root>" if name == "." else name
 
 
+@functools.lru_cache(maxsize=1024)
 def _eve_type(rrtype: str) -> str:
+    """Cached: a handful of type names make up nearly every record."""
     # dnspython writes unknown types as "TYPE<n>"; Suricata writes the number.
     return rrtype[4:] if rrtype.startswith("TYPE") and rrtype[4:].isdigit() else rrtype
 
 
+@functools.lru_cache(maxsize=1024)
+def _eve_flags(flags: int) -> tuple[str, tuple[str, ...]]:
+    """The flags word in hex and the flag keys it sets (a few words recur in all traffic)."""
+    return format(flags, "x"), tuple(key for key, bit in _EVE_FLAG_KEYS if flags & bit)
+
+
+@functools.lru_cache(maxsize=16384)
+def _exploded_ipv6(text: str) -> str:
+    """Cached like :func:`_address_text`: the same addresses come back in every answer."""
+    return ipaddress.IPv6Address(text).exploded
+
+
 def _eve_rdata(rr: DnsAnswer) -> tuple[str, EveValue] | None:
     """The (key, value) Suricata logs for an RR's data, or None when it logs none."""
-    if rr.rdata.startswith("\\#"):
+    rrtype, rdata = rr.rrtype, rr.rdata
+    if rdata.startswith("\\#"):
         # RFC 3597 generic text: dnspython could not interpret this type in this class.
-        return ("rdata", rr.rdata) if rr.rrtype in _EVE_STRING_TYPES else None
-    fields = rr.rdata.split(" ")
-    if rr.rrtype == "AAAA":
+        return ("rdata", rdata) if rrtype in _EVE_STRING_TYPES else None
+    if rrtype in _EVE_NAME_TYPES:
+        return "rdata", _eve_name(rdata)
+    if rrtype == "AAAA":
         # Suricata prints IPv6 as eight zero-padded groups, not RFC 5952 text.
-        return "rdata", ipaddress.IPv6Address(rr.rdata).exploded
-    if rr.rrtype == "MX":
-        return "rdata", _eve_name(fields[-1])
-    if rr.rrtype in ("CNAME", "NS", "PTR"):
-        return "rdata", _eve_name(rr.rdata)
-    if rr.rrtype in _EVE_STRING_TYPES:
-        return "rdata", rr.rdata
-    if rr.rrtype == "SOA" and len(fields) == 7:
+        return "rdata", _exploded_ipv6(rdata)
+    if rrtype == "MX":
+        return "rdata", _eve_name(rdata.rpartition(" ")[2])
+    if rrtype in _EVE_STRING_TYPES:  # A, TXT, NULL
+        return "rdata", rdata
+    fields = rdata.split(" ")
+    if rrtype == "SOA" and len(fields) == 7:
         soa: dict[str, EveValue] = {"mname": _eve_name(fields[0]),
                                     "rname": _eve_name(fields[1])}
         for key, value in zip(("serial", "refresh", "retry", "expire", "minimum"),
                               fields[2:], strict=True):
             soa[key] = int(value)
         return "soa", soa
-    if rr.rrtype == "SRV" and len(fields) == 4:
+    if rrtype == "SRV" and len(fields) == 4:
         return "srv", {"priority": int(fields[0]), "weight": int(fields[1]),
                        "port": int(fields[2]), "name": _eve_name(fields[3])}
-    if rr.rrtype == "SSHFP" and len(fields) >= 3:
+    if rrtype == "SSHFP" and len(fields) >= 3:
         hexfp = "".join(fields[2:]).lower()
         return "sshfp", {"fingerprint": ":".join(hexfp[i : i + 2]
                                                  for i in range(0, len(hexfp), 2)),
@@ -703,12 +732,11 @@ def _eve_answer(rr: DnsAnswer) -> EveObject:
 
 
 def _eve_header(msg: DnsMessage, out: EveObject) -> None:
+    hex_flags, flag_keys = _eve_flags(msg.flags)
     out["id"] = msg.id
-    out["flags"] = format(msg.flags, "x")
-    for key, bit in (("qr", _FLAG_QR), ("aa", _FLAG_AA), ("tc", _FLAG_TC),
-                     ("rd", _FLAG_RD), ("ra", _FLAG_RA), ("z", _FLAG_Z)):
-        if msg.flags & bit:
-            out[key] = True
+    out["flags"] = hex_flags
+    for key in flag_keys:
+        out[key] = True
     out["opcode"] = msg.opcode
 
 

@@ -20,7 +20,7 @@ import re
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Final
+from typing import Final, TypeAlias
 
 from monitor.errors import BadValue, LimitExceeded, TrailingData, Truncated
 from monitor.kernels import native
@@ -93,6 +93,11 @@ MAX_CLIENT_HELLO_RECORDS: Final = MAX_CLIENT_HELLO_LEN + 4
 
 _RECORD_HEADER_LEN: Final = 5
 _HANDSHAKE_HEADER_LEN: Final = 4
+#: The first record header (type, major and minor version, length) and the handshake
+#: header after it (msg_type, uint24 length as 8 + 16 bits).
+_FIRST_HEADERS: Final = struct.Struct("!BBxHBBH")
+_CONTENT_HANDSHAKE: Final = int(ContentType.HANDSHAKE)
+_HANDSHAKE_CLIENT_HELLO: Final = int(HandshakeType.CLIENT_HELLO)
 #: Record-layer bytes that can precede the end of an acceptable ClientHello; a stream
 #: prefix this long always decides :func:`maybe_read_client_hello` (result or error).
 MAX_CLIENT_HELLO_STREAM_LEN: Final = (
@@ -212,12 +217,12 @@ class ClientHello:
     @property
     def ja3(self) -> str:
         """The JA3 string; see :func:`ja3`."""
-        return ja3(self)
+        return _fingerprints(self)[0]
 
     @property
     def ja3_hash(self) -> str:
         """MD5 of the JA3 string, lower-case hex; see :func:`ja3_hash`."""
-        return ja3_hash(self)
+        return _fingerprints(self)[1]
 
     @property
     def ja4(self) -> str:
@@ -481,15 +486,24 @@ def maybe_read_client_hello_bytes(stream_prefix: bytes | memoryview) -> tuple[by
     """
     view = memoryview(stream_prefix).cast("B")
     total = len(view)
-    # The common case: one handshake record that holds the whole hello (the loop below
-    # gives the same answer, a byte at a time for the header).
-    if total >= _RECORD_HEADER_LEN + _HANDSHAKE_HEADER_LEN and view[0] == ContentType.HANDSHAKE \
-            and view[1] == 3 and view[5] == HandshakeType.CLIENT_HELLO:
-        rec_len = (view[3] << 8) | view[4]
-        end = _RECORD_HEADER_LEN + _HANDSHAKE_HEADER_LEN \
-            + ((view[6] << 16) | (view[7] << 8) | view[8])
-        if rec_len <= _MAX_RECORD_LEN and end <= min(_RECORD_HEADER_LEN + rec_len, total):
-            return bytes(view[_RECORD_HEADER_LEN:end]), end
+    # The common cases, decided from the first record and handshake headers (the loop
+    # below gives the same answers, a byte at a time for the headers): one handshake
+    # record that holds the whole hello, and the start of one (what has arrived ends
+    # inside the first record, before the end of the hello) with valid headers.
+    if total >= _RECORD_HEADER_LEN + _HANDSHAKE_HEADER_LEN:
+        content_type, major, rec_len, msg_type, length_hi, length_lo = \
+            _FIRST_HEADERS.unpack_from(view)
+        if content_type == _CONTENT_HANDSHAKE and major == 3 \
+                and msg_type == _HANDSHAKE_CLIENT_HELLO and rec_len <= _MAX_RECORD_LEN:
+            # Both cases below need the first record to reach byte 9, so bytes 5-8 are
+            # its handshake header, as read above.
+            record_end = _RECORD_HEADER_LEN + rec_len
+            length = (length_hi << 16) | length_lo
+            end = _RECORD_HEADER_LEN + _HANDSHAKE_HEADER_LEN + length
+            if end <= min(record_end, total):
+                return bytes(view[_RECORD_HEADER_LEN:end]), end
+            if total < min(record_end, end) and length <= MAX_CLIENT_HELLO_LEN:
+                return None
     message = bytearray()
     need: int | None = None  # full message length once the handshake header is known
     pos = 0
@@ -569,30 +583,66 @@ def ja3(ch: ClientHello) -> str:
     Decimal values joined by ``-``; GREASE removed from ciphers, extensions and groups;
     an absent list is an empty field. The version is legacy_version.
     """
-    return _ja3_of(ch.legacy_version, ch.cipher_suites, ch.extensions, ch.supported_groups,
-                   ch.ec_point_formats)
+    return _fingerprints(ch)[0]
+
+
+def ja3_hash(ch: ClientHello) -> str:
+    """MD5 of :func:`ja3`, lower-case hex."""
+    return _fingerprints(ch)[1]
+
+
+#: A hello's fingerprints: the JA3 string, its MD5, and JA4 without its first character
+#: (the transport, the only part of any of them that depends on it).
+_Fingerprints: TypeAlias = tuple[str, str, str]
+
+#: The hello :func:`_fingerprints` answered last, and its answer. Replaced as one tuple,
+#: so a reader never pairs one hello with another's answer.
+_last_fingerprints: tuple[ClientHello | None, _Fingerprints] = (None, ("", "", ""))
+
+
+def _fingerprints(ch: ClientHello) -> _Fingerprints:
+    """All fingerprints of ``ch``, computed together.
+
+    Callers ask for the JA4, the JA3 hash and the JA3 string of one hello in turn, so the
+    hello answered last is remembered by identity (a ClientHello is frozen: its answer
+    never changes). That saves all but one lookup in the cache below, whose key (the
+    hello's lists, hashed and compared element by element) is most of the cost of a hit.
+    """
+    global _last_fingerprints
+    last_hello, last_answer = _last_fingerprints
+    if last_hello is ch:
+        return last_answer
+    answer = _fingerprints_of(ch.legacy_version, ch.cipher_suites, ch.extensions,
+                              ch.supported_groups, ch.ec_point_formats, ch.versions,
+                              ch.alpn[:1], ch.signature_algorithms)
+    _last_fingerprints = (ch, answer)
+    return answer
 
 
 @functools.lru_cache(maxsize=4096)
-def _ja3_of(legacy_version: int, cipher_suites: tuple[int, ...], extensions: tuple[int, ...],
-            groups: tuple[int, ...], point_formats: tuple[int, ...]) -> str:
-    return ",".join((
+def _fingerprints_of(legacy_version: int, cipher_suites: tuple[int, ...],
+                     extensions: tuple[int, ...], groups: tuple[int, ...],
+                     point_formats: tuple[int, ...], versions: tuple[int, ...],
+                     alpn: tuple[str, ...], signature_algorithms: tuple[int, ...]
+                     ) -> _Fingerprints:
+    """The fingerprints from the fields they depend on (one client stack sends the same
+    ones again)."""
+    ja3_text = ",".join((
         str(legacy_version),
         _dash([c for c in cipher_suites if c not in _GREASE]),
         _dash([e for e in extensions if e not in _GREASE]),
         _dash([g for g in groups if g not in _GREASE]),
         _dash(point_formats),
     ))
-
-
-def ja3_hash(ch: ClientHello) -> str:
-    """MD5 of :func:`ja3`, lower-case hex."""
-    return _md5(ja3(ch))
-
-
-@functools.lru_cache(maxsize=4096)
-def _md5(text: str) -> str:
-    return hashlib.md5(text.encode("ascii"), usedforsecurity=False).hexdigest()
+    shape = ClientHello(legacy_version=legacy_version, random=b"", session_id=b"",
+                        cipher_suites=cipher_suites, compression_methods=(0,),
+                        extensions=extensions, sni=None, alpn=alpn, versions=versions,
+                        supported_groups=(), ec_point_formats=(),
+                        signature_algorithms=signature_algorithms, key_share_groups=(),
+                        ech=False, psk=False, early_data=False, other_extensions=())
+    a, b, c = _ja4_parts(shape, "t")
+    return (ja3_text, hashlib.md5(ja3_text.encode("ascii"), usedforsecurity=False).hexdigest(),
+            f"{a[1:]}_{_hash12(b)}_{_hash12(c)}")
 
 
 def _ja4_version(ch: ClientHello) -> str:
@@ -645,23 +695,9 @@ def ja4(ch: ClientHello, transport: str = "t") -> str:
     the signature algorithms in wire order (no ``_`` when there are none). An empty list
     hashes to ``000000000000``. GREASE is ignored everywhere.
     """
-    return _ja4_of(ch.legacy_version, ch.cipher_suites, ch.extensions, ch.versions,
-                   ch.alpn[:1], ch.signature_algorithms, transport)
-
-
-@functools.lru_cache(maxsize=4096)
-def _ja4_of(legacy_version: int, cipher_suites: tuple[int, ...], extensions: tuple[int, ...],
-            versions: tuple[int, ...], alpn: tuple[str, ...],
-            signature_algorithms: tuple[int, ...], transport: str) -> str:
-    """JA4 from the fields it depends on (one client stack sends the same ones again)."""
-    shape = ClientHello(legacy_version=legacy_version, random=b"", session_id=b"",
-                        cipher_suites=cipher_suites, compression_methods=(0,),
-                        extensions=extensions, sni=None, alpn=alpn, versions=versions,
-                        supported_groups=(), ec_point_formats=(),
-                        signature_algorithms=signature_algorithms, key_share_groups=(),
-                        ech=False, psk=False, early_data=False, other_extensions=())
-    a, b, c = _ja4_parts(shape, transport)
-    return f"{a}_{_hash12(b)}_{_hash12(c)}"
+    if transport not in _JA4_TRANSPORTS:
+        raise ValueError(f"transport must be one of t, q, d; got {transport!r}")
+    return transport + _fingerprints(ch)[2]
 
 
 @functools.lru_cache(maxsize=4096)
