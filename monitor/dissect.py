@@ -192,26 +192,26 @@ class Dissector:
             return
         buf = memoryview(batch.buffer)
         first_frame = batch.first_frame
-        ts = batch.ts_ns
-        for i, g, off, n, to_srv, seq, flags, pidx, proto, sport, dport in zip(
-                idx.tolist(), group[idx].tolist(), cols.payoff[idx].tolist(),
-                cols.paylen[idx].tolist(), assign.to_server[idx].tolist(),
-                cols.seq[idx].tolist(), cols.tcpflags[idx].tolist(),
-                cols.index[idx].tolist(), cols.proto[idx].tolist(),
-                cols.sport[idx].tolist(), cols.dport[idx].tolist(), strict=True):
+        pidxs = cols.index[idx]
+        for i, is_cand, g, off, n, to_srv, seq, flags, pidx, t, fragment, proto, sport, \
+                dport in zip(idx.tolist(), cand[idx].tolist(), group[idx].tolist(),
+                             cols.payoff[idx].tolist(), cols.paylen[idx].tolist(),
+                             assign.to_server[idx].tolist(), cols.seq[idx].tolist(),
+                             cols.tcpflags[idx].tolist(), pidxs.tolist(),
+                             batch.ts_ns[pidxs].tolist(), cols.frag[idx].tolist(),
+                             cols.proto[idx].tolist(), cols.sport[idx].tolist(),
+                             cols.dport[idx].tolist(), strict=True):
             flow = flows[g]
             frame = first_frame + pidx
             if frame == flow.first_frame and not flow.opened:
                 flow.opened = True
                 self.on_new_flow(flow)
-                if not cand[i]:
+                if not is_cand:
                     continue
             if not flow.inspect:
                 continue  # a previous packet of this batch settled the flow
             payload = buf[off:off + n]
-            t = int(ts[pidx])
             try:
-                fragment = int(cols.frag[i])
                 if fragment:
                     datagram = self._reassemble(flow, cols, i, buf, t)
                     if datagram is None:
