@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF, HKDFExpand
 from cryptography.x509.oid import NameOID
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -278,6 +279,50 @@ def test_packet_number_decoding_rfc9000_a3() -> None:
 def test_key_cache_is_bounded() -> None:
     assert q._derive.cache_info().maxsize == q.MAX_KEY_CACHE
     assert initial_keys(QUIC_V1, RFC_DCID) is initial_keys(QUIC_V1, memoryview(RFC_DCID))
+
+
+INITIAL_SALTS = {  # RFC 9001 §5.2, RFC 9369 §3.3.1, draft-ietf-quic-tls-29 §5.2
+    QUIC_V1: "38762cf7f55934b34d179ae6a4c80cadccbb7f0a",
+    QUIC_V2: "0dede3def700a6db819381be6e269dcbf9bd2ed9",
+    QUIC_DRAFT_29: "afbfec289993d24c9e9786f19c6111e04390a899",
+}
+
+
+def hkdf_initial_keys(version: int, dcid: bytes, server: bool) -> tuple[bytes, ...]:
+    """(secret, key, iv, hp) by RFC 9001 §5.2 with cryptography's general HKDF."""
+    def expand_label(secret: bytes, label: bytes, length: int) -> bytes:
+        full = b"tls13 " + label
+        info = length.to_bytes(2, "big") + bytes([len(full)]) + full + b"\x00"
+        return HKDFExpand(hashes.SHA256(), length, info).derive(secret)
+
+    prefix = b"quicv2 " if version == QUIC_V2 else b"quic "
+    initial = HKDF.extract(hashes.SHA256(), bytes.fromhex(INITIAL_SALTS[version]), dcid)
+    secret = expand_label(initial, b"server in" if server else b"client in", 32)
+    return (secret, expand_label(secret, prefix + b"key", 16),
+            expand_label(secret, prefix + b"iv", 12), expand_label(secret, prefix + b"hp", 16))
+
+
+@pytest.mark.parametrize("version", [QUIC_V1, QUIC_V2, QUIC_DRAFT_29])
+def test_initial_keys_match_general_hkdf(version: int) -> None:
+    rnd = random.Random(version)
+    for _ in range(100):
+        dcid = rnd.randbytes(rnd.randrange(q.MAX_CID_LEN + 1))
+        for server in (False, True):
+            keys = initial_keys(version, dcid, server=server)
+            assert (keys.secret, keys.key, keys.iv, keys.hp) == hkdf_initial_keys(
+                version, dcid, server)
+
+
+def test_hp_mask_shares_one_encryptor() -> None:
+    keys = initial_keys(QUIC_V1, RFC_DCID)
+    with pytest.raises(ValueError):
+        keys.hp_mask(bytes(15))  # a partial block would stay in the shared encryptor
+    rnd = random.Random(5)
+    for sample in [rnd.randbytes(16) for _ in range(20)]:
+        enc = Cipher(algorithms.AES(keys.hp), modes.ECB()).encryptor()
+        assert keys.hp_mask(sample) == enc.update(sample) + enc.finalize()
+    sample = memoryview(bytes.fromhex("d1b1c98dd7689fb8ec11d242b123dc9b"))
+    assert keys.hp_mask(sample)[:5].hex() == "437b9aec36"  # RFC 9001 A.2
 
 
 # ------------------------------------------------------------------- aioquic clients
@@ -952,6 +997,20 @@ def test_frames_not_allowed_in_initial(ftype: int) -> None:
         parse_initial_datagram(packet)
 
 
+def test_padding_runs() -> None:
+    # Every zero byte is a PADDING frame and a run of them is reported as one; a type 0
+    # in a longer encoding (0x40 0x00) is one more PADDING frame of the run.
+    payload = bytes(5) + b"\x01" + b"\x40\x00" + bytes(3) + crypto(0, b"hi") + bytes(900)
+    expected = (PaddingFrame(5), PingFrame(), PaddingFrame(4), CryptoFrame(0, b"hi"),
+                PaddingFrame(900))
+    assert parse_frames(payload) == expected
+    assert parse_frames(memoryview(payload)) == expected
+    assert parse_frames(bytes(1200)) == (PaddingFrame(1200),)
+    assert parse_frames(bytes(3) + b"\x40\x00") == (PaddingFrame(4),)
+    with pytest.raises(Truncated):
+        parse_frames(bytes(3) + b"\x40")
+
+
 def test_frame_errors() -> None:
     with pytest.raises(BadValue):
         parse_frames(b"")  # a packet must carry a frame
@@ -1062,6 +1121,35 @@ def test_fuzz_parse_initial_datagram(data: bytes) -> None:
         split_datagram(data)
     except ParseError:
         pass
+
+
+_FRAME_PIECES = st.one_of(
+    st.integers(1, 1500).map(lambda n: ("padding", n)),
+    st.just(("padding2", 1)),  # type 0 as a two-byte varint
+    st.just(("ping", 0)),
+    st.binary(max_size=40).map(lambda data: ("crypto", data)),
+)
+
+
+@_FAST
+@given(st.lists(_FRAME_PIECES, min_size=1, max_size=12))
+def test_padding_runs_any_layout(pieces: list[tuple[str, Any]]) -> None:
+    payload = b""
+    expected: list[object] = []
+    for kind, value in pieces:
+        if kind == "ping":
+            payload += b"\x01"
+            expected.append(PingFrame())
+        elif kind == "crypto":
+            payload += crypto(0, value)
+            expected.append(CryptoFrame(0, value))
+        else:
+            payload += bytes(value) if kind == "padding" else b"\x40\x00"
+            if expected and isinstance(expected[-1], PaddingFrame):
+                expected[-1] = PaddingFrame(expected[-1].length + value)
+            else:
+                expected.append(PaddingFrame(value))
+    assert parse_frames(payload) == tuple(expected)
 
 
 @_FAST

@@ -20,6 +20,7 @@ Everything here is pure: no I/O, clock or logging. Only
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING, ClassVar, Final, Literal, TypeAlias
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF, HKDFExpand
 
@@ -317,14 +318,19 @@ class InitialKeys:
     iv: bytes
     hp: bytes
     _aead: AESGCM = field(repr=False, compare=False)
-    _hp_cipher: Cipher[modes.ECB] = field(repr=False, compare=False)
+    #: One AES-ECB encryptor for every mask: ECB carries no state from one block to the
+    #: next, and building a context costs several times more than encrypting a block.
+    _hp_ecb: CipherContext = field(repr=False, compare=False)
 
-    def hp_mask(self, sample: bytes) -> bytes:
+    def hp_mask(self, sample: bytes | memoryview) -> bytes:
         """AES-ECB(hp, sample) (RFC 9001 §5.4.3); ``sample`` is 16 bytes."""
-        enc = self._hp_cipher.encryptor()
-        return enc.update(sample) + enc.finalize()
+        if len(sample) % _HP_SAMPLE_LEN:
+            # A partial block would stay buffered in the shared encryptor.
+            raise ValueError("header protection sample is not a whole AES block")
+        return self._hp_ecb.update(sample)
 
-    def open(self, packet_number: int, ciphertext: bytes, aad: bytes) -> bytes:
+    def open(self, packet_number: int, ciphertext: bytes | memoryview,
+             aad: bytes) -> bytes:
         """AEAD-decrypt a payload (RFC 9001 §5.3); :class:`DecryptError` if forged."""
         nonce = (int.from_bytes(self.iv, "big") ^ packet_number).to_bytes(len(self.iv), "big")
         try:
@@ -336,12 +342,16 @@ class InitialKeys:
 
 # ---------------------------------------------------------------------- key derivation
 
+@lru_cache(maxsize=None)
+def _hkdf_label(label: bytes, length: int) -> bytes:
+    """The HkdfLabel of RFC 8446 §7.1 with an empty context (a handful of labels)."""
+    full = b"tls13 " + label
+    return length.to_bytes(2, "big") + bytes([len(full)]) + full + b"\x00"
+
 
 def _expand_label(secret: bytes, label: bytes, length: int) -> bytes:
     """HKDF-Expand-Label with an empty context (RFC 8446 §7.1)."""
-    full = b"tls13 " + label
-    info = length.to_bytes(2, "big") + bytes([len(full)]) + full + b"\x00"
-    return HKDFExpand(hashes.SHA256(), length, info).derive(secret)
+    return HKDFExpand(hashes.SHA256(), length, _hkdf_label(label, length)).derive(secret)
 
 
 @lru_cache(maxsize=MAX_KEY_CACHE)
@@ -355,7 +365,7 @@ def _derive(version: int, dcid: bytes, server: bool) -> InitialKeys:
     iv = _expand_label(secret, params.iv_label, 12)
     hp = _expand_label(secret, params.hp_label, 16)
     return InitialKeys(version, dcid, secret, key, iv, hp, AESGCM(key),
-                       Cipher(algorithms.AES(hp), modes.ECB()))
+                       Cipher(algorithms.AES(hp), modes.ECB()).encryptor())
 
 
 def initial_keys(version: int, dcid: bytes | memoryview, *, server: bool = False) -> InitialKeys:
@@ -479,26 +489,27 @@ def _decode_packet_number(truncated: int, nbits: int, largest: int) -> int:
 def _open_initial(data: bytes | memoryview, hdr: LongHeader, keys: InitialKeys,
                   largest_pn: int) -> InitialPacket:
     """Remove header protection from, decrypt and parse one Initial packet."""
-    r = Reader(data)
-    r.skip(hdr.offset)
-    with r.restrict(hdr.size):
-        head = r.take_bytes(hdr.pn_offset - hdr.offset)
-        # RFC 9001 §5.4.2: the sample starts 4 bytes after the packet number's start.
-        r.skip(_MAX_PN_LEN)
-        sample = r.take_bytes(_HP_SAMPLE_LEN)
-        r.skip(r.remaining())
-    mask = keys.hp_mask(sample)
-    first = head[0] ^ (mask[0] & 0x0F)
+    # Slices of one view: the header, sample and ciphertext are read in place, not copied.
+    view = data if isinstance(data, memoryview) else memoryview(data)
+    if view.format != "B" or view.ndim != 1:
+        view = view.cast("B")
+    start, pn_offset, end = hdr.offset, hdr.pn_offset, hdr.offset + hdr.size
+    # RFC 9001 §5.4.2: the sample starts 4 bytes after the packet number's start.
+    sample_at = pn_offset + _MAX_PN_LEN
+    if sample_at + _HP_SAMPLE_LEN > end:
+        # The error a Reader raises for the first read that overruns the packet.
+        at, need = (pn_offset, _MAX_PN_LEN) if sample_at > end else (sample_at, _HP_SAMPLE_LEN)
+        raise Truncated(f"need {need} bytes at offset {at}, have {end - at}", offset=at)
+    mask = keys.hp_mask(view[sample_at:sample_at + _HP_SAMPLE_LEN])
+    first = view[start] ^ (mask[0] & 0x0F)
     pn_len = (first & 0x03) + 1
-
-    r = Reader(data)
-    r.skip(hdr.pn_offset)
-    pn_bytes = bytes(a ^ b for a, b in zip(r.take(pn_len), mask[1:1 + pn_len], strict=True))
-    ciphertext = r.take_bytes(hdr.offset + hdr.size - r.pos)
-    truncated = int.from_bytes(pn_bytes, "big")
+    pn_end = pn_offset + pn_len
+    truncated = (int.from_bytes(view[pn_offset:pn_end], "big")
+                 ^ int.from_bytes(mask[1:1 + pn_len], "big"))
+    pn_bytes = truncated.to_bytes(pn_len, "big")
     packet_number = _decode_packet_number(truncated, 8 * pn_len, largest_pn)
-    aad = bytes([first]) + head[1:] + pn_bytes
-    payload = keys.open(packet_number, ciphertext, aad)
+    aad = bytes((first,)) + view[start + 1:pn_offset] + pn_bytes
+    payload = keys.open(packet_number, view[pn_end:end], aad)
     # RFC 9000 §17.2: reserved bits are checked only after both protections are removed.
     if first & 0x0C:
         raise BadValue("reserved long-header bits are set", offset=hdr.offset)
@@ -506,6 +517,8 @@ def _open_initial(data: bytes | memoryview, hdr: LongHeader, keys: InitialKeys,
 
 
 # --------------------------------------------------------------------- frame parsing
+
+_NONZERO: Final = re.compile(rb"[^\x00]")
 
 
 def parse_frames(payload: bytes | memoryview) -> tuple[Frame, ...]:
@@ -515,7 +528,8 @@ def parse_frames(payload: bytes | memoryview) -> tuple[Frame, ...]:
     ACK, CRYPTO and CONNECTION_CLOSE (0x1c); any other type is a protocol violation and
     raises :class:`~monitor.errors.BadValue`, as does an empty payload.
     """
-    r = Reader(payload)
+    buf = payload if isinstance(payload, bytes) else memoryview(payload).cast("B")
+    r = Reader(buf)
     if r.eof():
         raise BadValue("packet payload has no frames", offset=0)
     frames: list[Frame] = []
@@ -523,10 +537,15 @@ def parse_frames(payload: bytes | memoryview) -> tuple[Frame, ...]:
         at = r.pos
         ftype = r.varint()
         if ftype == FrameType.PADDING:
+            # RFC 9000 §19.1: each PADDING frame is one zero byte, and clients pad their
+            # Initials to 1200 bytes (§14.1) with hundreds of them: skip the run at once.
+            found = _NONZERO.search(buf, r.pos)
+            run = 1 + (found.start() if found is not None else len(buf)) - r.pos
+            r.skip(run - 1)
             if frames and isinstance(frames[-1], PaddingFrame):
-                frames[-1] = PaddingFrame(frames[-1].length + 1)
+                frames[-1] = PaddingFrame(frames[-1].length + run)
                 continue
-            frame: Frame = PaddingFrame(1)
+            frame: Frame = PaddingFrame(run)
         elif ftype == FrameType.PING:
             frame = PingFrame()
         elif ftype in (FrameType.ACK, FrameType.ACK_ECN):
