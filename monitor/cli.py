@@ -13,7 +13,7 @@ import functools
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -21,10 +21,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.registry import Collector
 
 from geo import GeoDatabases, GeoError, format_geo_lines
-from monitor.capture.batch import Batch
 from monitor.capture.files import CaptureReader
 from monitor.config import Config, load_config
-from monitor.decode import Columns
 from monitor.errors import CaptureError, ConfigError
 from monitor.eve import EveWriter
 from monitor.pipeline import Pipeline
@@ -217,54 +215,49 @@ def _replay_workers(paths: Sequence[str], config: Config, signatures: SignatureS
                     summary_out: TextIO | None, evidence: Path | None,
                     metrics_textfile: str | None, metrics_listen: tuple[str, int] | None,
                     linger: float, workers: int) -> int:
-    """``avmon replay --workers N``: this process reads and decodes the input once and
-    hands every batch to every worker (monitor.workers.BatchFeed); each worker takes the
-    packets whose address pair hashes to it (whole flows). DNS names are shared as in
-    live capture, with each worker at most WORKERS_AHEAD batches ahead of the others and
-    flows waiting for names as long as needed, so the records are those of one process
-    (in another order). This process also writes EVE, feeds the sinks and sums the
-    metrics."""
-    import multiprocessing
-
-    from monitor.decode import decode_all
-    from monitor.workers import BatchFeed, run_workers
+    """``avmon replay --workers N``: every worker reads and decodes the whole input
+    (decoding is cheap next to the rest) and keeps the packets whose address pair hashes
+    to it, so each owns whole flows; this process checks the input up front and gets
+    little more than alerts back. DNS names are shared as in live capture, with each
+    worker at most WORKERS_AHEAD batches ahead of the others and flows waiting for names
+    as long as needed, so the records are those of one process (in another order). This
+    process feeds the sinks, sums the metrics and writes the EVE records itself only
+    when they cannot go straight to a file (standard output)."""
+    from monitor.workers import run_workers
 
     def warn(msg: str) -> None:
         print(f"avmon: warning: {msg}", file=sys.stderr)
 
     reader = CaptureReader(paths, warn=warn)
-
-    def decoded() -> Iterator[tuple[Batch, list[Columns]]]:
-        for batch in reader:
-            yield batch, decode_all(batch)
-
     eve = EveWriter(eve_target, warn)
     sinks, to_sinks = _start_sinks(config, warn)
     outputs = _WorkerOutputs(eve, to_sinks, sinks, listeners, damaged=lambda: len(reader.damaged))
     metrics = _Metrics(outputs.collector, metrics_textfile, metrics_listen)
+    errors: list[str] = []
 
     def on_message(index: int, message: tuple[Any, ...]) -> None:
-        if message[0] == "ack":
-            feed.ack(message[1])
+        if message[0] == "damaged":
+            reader.damaged = [(Path(path), offset, problem)
+                              for path, offset, problem in message[1]]
+            return
+        if message[0] == "error":
+            errors.append(message[1])
             return
         outputs(index, message)
         if message[0] == "records":
             metrics.tick()
 
-    feed = BatchFeed(workers, multiprocessing.get_context("fork"))
-    work = functools.partial(_replay_worker, feed, config, signatures, geo, evidence,
+    work = functools.partial(_replay_worker, reader, config, signatures, geo, evidence,
                              workers, eve if outputs.direct else None, bool(listeners))
     t0 = time.perf_counter()
     try:
         code = run_workers(workers, lambda i: None, work, on_message,
-                           lambda event, **f: warn(str(f.get("message", event))),
-                           forked=lambda: feed.start(decoded()))
+                           lambda event, **f: warn(str(f.get("message", event))))
     finally:
-        feed.close()
         eve.close()
         _close_sinks(sinks)
-    if feed.error is not None:
-        print(f"avmon: error: reading the input: {feed.error}", file=sys.stderr)
+    if errors:
+        print(f"avmon: error: reading the input: {errors[0]}", file=sys.stderr)
         return 1
     metrics.write()
     wall = time.perf_counter() - t0
@@ -282,16 +275,20 @@ def _replay_workers(paths: Sequence[str], config: Config, signatures: SignatureS
     return 0
 
 
-def _replay_worker(feed: Any, config: Config, signatures: SignatureSet, geo: GeoDatabases,
-                   evidence: Path | None, workers: int, eve: EveWriter | None,
-                   forward_all: bool, index: int, _source: None, exchange: Any,
-                   conn: Any) -> int:
-    """One ``replay --workers`` process: the batches the first process read and decoded,
-    this worker's share of their flows."""
+def _replay_worker(reader: CaptureReader, config: Config, signatures: SignatureSet,
+                   geo: GeoDatabases, evidence: Path | None, workers: int,
+                   eve: EveWriter | None, forward_all: bool, index: int, _source: None,
+                   exchange: Any, conn: Any) -> int:
+    """One ``replay --workers`` process: it reads and decodes the whole input itself
+    (its own copy of the first process's reader: the same batches and frame numbers in
+    every worker) and keeps this worker's share of the flows. Worker 0 speaks for the
+    reader: its warnings, the damage it met, a read error."""
     from monitor import __version__
     from monitor.metrics import PipelineCollector
     from monitor.workers import END, Outbox, SharedDnsCache, WorkerDns
 
+    if index != 0:
+        reader.warn = lambda msg: None
     cache = SharedDnsCache(config.limits)
     dns = WorkerDns(exchange, index, cache)
     out = Outbox(conn)
@@ -306,17 +303,31 @@ def _replay_worker(feed: Any, config: Config, signatures: SignatureSet, geo: Geo
     # Watermarks are frame numbers: every worker sees the same frames, and one process
     # would have seen every answer in a frame before a flow's first.
     ends: collections.deque[int] = collections.deque([0], maxlen=WORKERS_AHEAD)
+    reported = 0
+
+    def report_damage() -> None:
+        nonlocal reported
+        if index == 0 and len(reader.damaged) != reported:
+            reported = len(reader.damaged)
+            conn.send(("damaged", [(str(p), o, m) for p, o, m in reader.damaged]))
+
     try:
-        for batch, layers in feed.batches(index, lambda slot: conn.send(("ack", slot))):
-            # At most WORKERS_AHEAD batches ahead of every other worker: flows waiting
-            # for names stay few, and a worker that had a heavier batch than the others
-            # does not hold them up at once.
-            dns.wait_complete(ends[0])
-            dns.take_in()
-            pipe.process(batch, layers)
-            ends.append(batch.first_frame + len(batch) - 1)
-            dns.publish(ends[-1])
-            out.send(snapshot)
+        try:
+            for batch in reader:
+                # At most WORKERS_AHEAD batches ahead of every other worker: flows
+                # waiting for names stay few, and a worker that had a heavier batch than
+                # the others does not hold them up at once.
+                dns.wait_complete(ends[0])
+                dns.take_in()
+                pipe.process(batch)
+                ends.append(batch.first_frame + len(batch) - 1)
+                dns.publish(ends[-1])
+                report_damage()
+                out.send(snapshot)
+        except (CaptureError, OSError) as exc:
+            if index == 0:
+                conn.send(("error", str(exc)))
+        report_damage()  # damage at a file's end is found after its last batch
         dns.publish(END)
         dns.wait_complete(END)
         pipe.settle_waiting()

@@ -110,16 +110,15 @@ class Pipeline:
         self._attr_memo: dict[tuple[Any, ...], tuple[Attribution, dict[str, Any]] | None] = {}
         self._attr_set: SignatureSet | None = None
 
-    def process(self, batch: Batch, layers: list[Columns] | None = None) -> None:
-        """One batch through every stage (``layers``: its decoded columns, when another
-        process has decoded them already).
+    def process(self, batch: Batch) -> None:
+        """One batch through every stage.
 
         A bug that raises here costs the rest of this batch, not the run: it is counted
         (``avmon_internal_errors_total``) and logged in one line naming the frames.
         Output failures (OSError) still end the run.
         """
         try:
-            self._process(batch, layers)
+            self._process(batch)
         except OSError:
             raise
         except Exception as exc:  # noqa: BLE001 - a sensor must outlive one bad batch
@@ -131,13 +130,12 @@ class Pipeline:
                   "is skipped", batch.first_frame, batch.first_frame + len(batch) - 1,
                   type(exc).__name__, exc)
 
-    def _process(self, batch: Batch, layers: list[Columns] | None) -> None:
+    def _process(self, batch: Batch) -> None:
         n = len(batch)
         if n == 0:
             return
         st = self.stats
-        if layers is None:
-            layers = decode_all(batch)
+        layers = decode_all(batch)
         if self.partition is not None:
             owned = _owned(layers[0], *self.partition)
             layers = [cols.take(owned[cols.index]) for cols in layers]

@@ -13,13 +13,14 @@ same frames). A worker judges a flow only once every other worker's watermark ha
 the flow's start (live: or after ``WAIT_SECONDS``), so the flow's naming does not depend
 on which worker parsed the answer.
 
-The parent process owns the outputs: it writes the EVE file, feeds the alert sinks and
-serves /metrics, summing the workers' metric snapshots. Signals go to the parent and are
-passed on: SIGTERM/SIGINT make every worker flush its flows; SIGHUP makes each reload.
+The parent process owns the outputs: it feeds the alert sinks and serves /metrics,
+summing the workers' metric snapshots; the workers append their EVE lines to the file
+themselves (the parent writes them when the output is a pipe or terminal). Signals go
+to the parent and are passed on: SIGTERM/SIGINT make every worker flush its flows;
+SIGHUP makes each reload.
 
-``avmon replay --workers`` uses the same workers with a :class:`BatchFeed` instead of
-rings: the parent reads and decodes the input once and hands every batch to every
-worker, which keeps the packets whose address pair hashes to it.
+``avmon replay --workers`` uses the same workers without rings: each reads and decodes
+the whole input and keeps the packets whose address pair hashes to it.
 """
 
 from __future__ import annotations
@@ -27,21 +28,19 @@ from __future__ import annotations
 import collections
 import multiprocessing
 import os
-import queue
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
-from multiprocessing import shared_memory
+from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
 from multiprocessing.context import ForkContext
 from multiprocessing.queues import SimpleQueue
-from typing import Any, Final, cast
+from typing import Any, Final
 
 from monitor.attribution import DnsCache
 from monitor.limits import Limits
 
-__all__ = ["END", "BatchFeed", "DnsExchange", "Outbox", "SharedDnsCache", "WorkerDns",
+__all__ = ["END", "DnsExchange", "Outbox", "SharedDnsCache", "WorkerDns",
            "run_workers"]
 
 #: Entries from other workers held before this worker takes them in; beyond it they are
@@ -50,11 +49,6 @@ __all__ = ["END", "BatchFeed", "DnsExchange", "Outbox", "SharedDnsCache", "Worke
 MAX_INBOX: Final = 200_000
 #: How often a worker sends its metrics to the parent (seconds).
 METRICS_SECONDS: Final = 1.0
-#: Shared-memory slots for replay batches in flight, and the size of each: a batch is one
-#: read chunk (8 MiB) plus the record that straddled the previous one; a larger batch
-#: goes through the pipe instead.
-FEED_SLOTS: Final = 8
-FEED_SLOT_BYTES: Final = 9 << 20
 
 #: A watermark past any capture time: the worker has sent everything.
 END: Final = 2**63 - 1
@@ -176,12 +170,11 @@ class WorkerDns:
 def run_workers(count: int, make_source: Callable[[int], Any],
                 worker: Callable[[int, Any, DnsExchange, Connection], int],
                 on_message: Callable[[int, tuple[Any, ...]], None],
-                log: Callable[..., None], opened: Callable[[], None] = lambda: None,
-                forked: Callable[[], None] = lambda: None) -> int:
+                log: Callable[..., None], opened: Callable[[], None] = lambda: None) -> int:
     """Open ``count`` sources (rings, still privileged; None where a worker opens its
-    own), call ``opened`` (to drop privileges), fork one worker per source, call
-    ``forked`` and relay their messages to ``on_message`` until every worker has ended. Signals sent
-    to this process are passed on. Returns 0 if every worker ended cleanly, else 1."""
+    own), call ``opened`` (to drop privileges), fork one worker per source and relay
+    their messages to ``on_message`` until every worker has ended. Signals sent to this
+    process are passed on. Returns 0 if every worker ended cleanly, else 1."""
     ctx = multiprocessing.get_context("fork")
     rings: list[Any] = []
     try:
@@ -223,7 +216,6 @@ def run_workers(count: int, make_source: Callable[[int], Any],
     for ring in rings:
         if ring is not None:
             ring.close()  # the workers hold their own mappings now
-    forked()
     failed = False
     open_conns = dict(conns)
     while open_conns:
@@ -291,131 +283,3 @@ class Outbox:
                                     >= METRICS_SECONDS):
             self._last_metrics = now
             self.conn.send(("metrics", metrics()))
-
-
-class BatchFeed:
-    """Batches read and decoded once, by the first process, for every replay worker.
-
-    Reading the capture and decoding its packets is the part of a replay the workers
-    cannot divide (each needs every packet's outer addresses to find its own), so it is
-    done once: the buffer goes through one of a few shared-memory slots (each worker
-    copies it out and acknowledges, and the slot is reused once all have), the decoded
-    columns through a pipe per worker. Threads in the first process do the reading and
-    the sending, so its main thread keeps taking the workers' records and never blocks
-    on a worker that is blocked on it.
-    """
-
-    def __init__(self, workers: int, ctx: ForkContext, slots: int = FEED_SLOTS,
-                 slot_bytes: int = FEED_SLOT_BYTES) -> None:
-        self.workers = workers
-        self.slot_bytes = slot_bytes
-        self._shms = [shared_memory.SharedMemory(create=True, size=slot_bytes)
-                      for _ in range(slots)]
-        self._pipes = [ctx.Pipe(duplex=False) for _ in range(workers)]
-        self._free: queue.Queue[int] = queue.Queue()
-        for slot in range(slots):
-            self._free.put(slot)
-        self._acks = [0] * slots
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self.error: str | None = None
-
-    # -- first process ------------------------------------------------------------
-    def start(self, batches: Iterator[tuple[Any, Any]]) -> None:
-        """Send ``(batch, layers)`` pairs to every worker, from threads."""
-        outboxes: list[queue.Queue[Any]] = [queue.Queue(maxsize=FEED_SLOTS) for _ in self._pipes]
-        for index, box in enumerate(outboxes):
-            threading.Thread(target=self._send, args=(index, box), daemon=True,
-                             name=f"avmon-feed-{index}").start()
-        threading.Thread(target=self._read, args=(batches, outboxes), daemon=True,
-                         name="avmon-feed-reader").start()
-
-    def _read(self, batches: Iterator[tuple[Any, Any]], outboxes: list[queue.Queue[Any]]
-              ) -> None:
-        try:
-            for batch, layers in batches:
-                data = batch.buffer
-                size = len(data)
-                if size <= self.slot_bytes:
-                    slot = self._take_slot()
-                    if slot is None:
-                        return
-                    self._view(slot)[:size] = data
-                    where: tuple[Any, ...] = ("slot", slot, size)
-                else:
-                    where = ("bytes", bytes(data))
-                item = (where, (batch.offsets, batch.caplens, batch.wirelens, batch.ts_ns,
-                                batch.linktypes, batch.first_frame, batch.origin), layers)
-                for box in outboxes:
-                    if not self._put(box, item):
-                        return
-        except Exception as exc:  # noqa: BLE001 - reported by the caller, workers told
-            self.error = str(exc)
-        finally:
-            for box in outboxes:
-                self._put(box, None)
-
-    def _put(self, box: queue.Queue[Any], item: Any) -> bool:
-        """Queue ``item`` for a worker's sender, unless the feed is stopped meanwhile."""
-        while not self._stop.is_set():
-            try:
-                box.put(item, timeout=0.5)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _take_slot(self) -> int | None:
-        while not self._stop.is_set():
-            try:
-                return self._free.get(timeout=0.5)
-            except queue.Empty:
-                continue
-        return None
-
-    def _send(self, index: int, box: queue.Queue[Any]) -> None:
-        conn = self._pipes[index][1]
-        try:
-            while (item := box.get()) is not None:
-                conn.send(item)
-            conn.send(None)
-        except OSError:
-            self._stop.set()  # the worker is gone
-
-    def _view(self, slot: int) -> memoryview:
-        return cast(memoryview, self._shms[slot].buf)
-
-    def ack(self, slot: int) -> None:
-        """A worker has copied the slot out; free it once every worker has."""
-        with self._lock:
-            self._acks[slot] += 1
-            if self._acks[slot] == self.workers:
-                self._acks[slot] = 0
-                self._free.put(slot)
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def close(self) -> None:
-        self._stop.set()
-        for shm in self._shms:
-            shm.close()
-            shm.unlink()
-
-    # -- worker -------------------------------------------------------------------
-    def batches(self, index: int, ack: Callable[[int], None]) -> Iterator[tuple[Any, Any]]:
-        """This worker's ``(batch, layers)`` pairs; ``ack(slot)`` is called once a slot
-        has been copied out."""
-        from monitor.capture.batch import Batch
-
-        conn = self._pipes[index][0]
-        while (item := conn.recv()) is not None:
-            where, meta, layers = item
-            if where[0] == "slot":
-                buffer = bytes(self._view(where[1])[:where[2]])
-                ack(where[1])
-            else:
-                buffer = where[1]
-            offsets, caplens, wirelens, ts_ns, linktypes, first_frame, origin = meta
-            yield Batch(buffer, offsets, caplens, wirelens, ts_ns, linktypes,
-                        first_frame=first_frame, origin=origin), layers

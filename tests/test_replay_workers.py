@@ -137,3 +137,35 @@ def test_a_dead_worker_ends_the_replay_with_an_error(tmp_path: Path) -> None:
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 1
     assert "ended with exit code -9" in err
+
+
+def test_damage_is_reported_once_with_the_records_of_one_process(tmp_path: Path) -> None:
+    """Every worker reads the input; one speaks for it: the damage warning and the
+    summary's damage line appear once, and the records before the damage are all there."""
+    cut = tmp_path / "cut.pcap"
+    data = DEMO.read_bytes()
+    cut.write_bytes(data[: len(data) * 2 // 3] + b"\xff" * 40)  # a torn last record
+    runs = {}
+    for workers in (1, 2):
+        eve = tmp_path / f"cut-{workers}.json"
+        proc = subprocess.run([sys.executable, "-m", "monitor.cli", "replay", str(cut),
+                               "--eve", str(eve), "--workers", str(workers)],
+                              capture_output=True, text=True, timeout=300, cwd=ROOT)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stderr.count("damaged capture at offset") == 1, proc.stderr
+        assert proc.stderr.count(f"damaged: {cut} at offset") == 1, proc.stderr
+        runs[workers] = sorted(json.dumps(json.loads(line), sort_keys=True)
+                               for line in eve.read_text().splitlines())
+    assert len(runs[1]) >= 10
+    assert runs[2] == runs[1]
+
+
+def test_records_to_standard_output_go_through_the_first_process(tmp_path: Path) -> None:
+    """A pipe is not shared by the workers: the first process writes every line."""
+    proc = subprocess.run([sys.executable, "-m", "monitor.cli", "replay", str(DEMO),
+                           "-c", str(DEMO_CONFIG), "--eve", "-", "--workers", "2", "-q"],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    piped = sorted(json.dumps(json.loads(line), sort_keys=True)
+                   for line in proc.stdout.splitlines())
+    assert piped == _replay(tmp_path, [DEMO], 1, "-c", str(DEMO_CONFIG))

@@ -89,7 +89,8 @@ class CaptureReader:
             raise TypeError("paths must be a sequence of paths, not a single path")
         self._batch_packets = batch_packets
         self._chunk_bytes = chunk_bytes
-        self._warn = warn if warn is not None else _log.warning
+        #: Called with each warning (damage, an empty or unreadable file skipped).
+        self.warn = warn if warn is not None else _log.warning
         found = self._collect([Path(p) for p in paths])
         found.sort(key=lambda f: (f.first_ts is None, f.first_ts or 0, str(f.path)))
         self._found = found
@@ -142,7 +143,7 @@ class CaptureReader:
                 if f.gzipped:
                     problem += " (offset in the decompressed data)"
                 self.damaged.append((f.path, exc.offset, problem))
-                self._warn(
+                self.warn(
                     f"{f.path}: damaged capture at offset {exc.offset}: {problem}; "
                     "stopped reading this file"
                 )
@@ -192,7 +193,7 @@ class CaptureReader:
                 probed = self._probe(entry, strict=False)
             except CaptureError as exc:
                 if _CAPTURE_NAME.search(entry.name):
-                    self._warn(f"{exc}; skipped")
+                    self.warn(f"{exc}; skipped")
                 continue
             if probed is None:
                 empty += 1
@@ -214,7 +215,7 @@ class CaptureReader:
                 head = raw.read(4)
                 if not head:
                     if strict or _CAPTURE_NAME.search(path.name):
-                        self._warn(f"{path}: empty file; skipped")
+                        self.warn(f"{path}: empty file; skipped")
                     return None
                 gzipped = head[:2] == GZIP_MAGIC
                 if not gzipped and capture_format(head) is None:
@@ -224,7 +225,7 @@ class CaptureReader:
                 first_ts = _first_timestamp(stream, str(path))
         except NotACapture as exc:
             if not exc.head:
-                self._warn(f"{path}: empty file (after gzip decompression); skipped")
+                self.warn(f"{path}: empty file (after gzip decompression); skipped")
                 return None
             raise CaptureError(
                 f"{path}: gzip-compressed, and the content is {describe_head(exc.head)}"
