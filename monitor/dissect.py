@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 import numpy as np
+import numpy.typing as npt
 
 from monitor.attribution import DnsCache
 from monitor.capture.batch import Batch
@@ -187,6 +188,7 @@ class Dissector:
         # the path MTU, and a client that fragments its TCP segments must not hide its
         # ClientHello that way.
         cand |= wanted & ~whole & ((cols.proto == Proto.UDP) | (cols.proto == Proto.TCP))
+        _within_caps(cand & whole & data & ~dns_port, tcp, group, cand)
         idx = np.flatnonzero(cand | opens)
         if idx.shape[0] == 0:
             return
@@ -603,6 +605,24 @@ class Dissector:
             if info is not None:
                 rec["avmon"] = info
             self.emit(rec)
+
+
+def _within_caps(capped: npt.NDArray[np.bool_], tcp: npt.NDArray[np.bool_],
+                 group: npt.NDArray[np.int64], cand: npt.NDArray[np.bool_]) -> None:
+    """Drop from ``cand`` the client payloads a flow can never get to in this batch: a
+    TCP flow stops after MAX_TCP_SEGMENTS client segments and a UDP flow after
+    MAX_QUIC_DATAGRAMS datagrams, each of which counts, so later ones (an upload's bulk)
+    would only be skipped one by one in the loop. ``capped``: those payloads."""
+    sel = np.flatnonzero(capped)
+    if sel.shape[0] <= MAX_QUIC_DATAGRAMS:
+        return
+    order = np.argsort(group[sel], kind="stable")
+    sel = sel[order]
+    groups = group[sel]
+    starts = np.flatnonzero(np.concatenate(([True], groups[1:] != groups[:-1])))
+    rank = np.arange(sel.shape[0]) - np.repeat(starts, np.diff(np.append(starts, sel.shape[0])))
+    cap = np.where(tcp[sel], MAX_TCP_SEGMENTS, MAX_QUIC_DATAGRAMS)
+    cand[sel[rank >= cap]] = False
 
 
 def _tcp_header_before(buf: memoryview, payoff: int, sport: int, dport: int,

@@ -459,6 +459,23 @@ def test_junk_initials_alone_stop_at_the_datagram_cap(tmp_path: Path) -> None:
     assert pipe.dissector.stats.gave_up == 1
 
 
+@pytest.mark.parametrize("extra", [0, 1])
+def test_a_hello_in_more_segments_than_the_cap_is_given_up(extra: int, tmp_path: Path) -> None:
+    """A ClientHello cut into exactly MAX_TCP_SEGMENTS segments is read, one more and the
+    flow is given up (every segment in one batch: the loop does not see those past the
+    cap, and the result is the same as if it had)."""
+    from monitor.dissect import MAX_TCP_SEGMENTS
+
+    hello = synth.client_hello(KSN, seed=4)
+    n = MAX_TCP_SEGMENTS + extra
+    cuts = [len(hello) * i // n for i in range(1, n)]
+    frames = tls_flow(Clock(), hello, cuts=cuts) + tls_flow(Clock(), hello, cport=50001)
+    records, pipe = run_pipeline(frames, tmp_path)
+    names = sorted(f["src_port"] for f in by_type(records, "tls"))
+    assert names == ([50000, 50001] if extra == 0 else [50001])
+    assert pipe.dissector.stats.gave_up == extra
+
+
 # ------------------------------------------------------------------------ ECH
 
 
