@@ -11,6 +11,7 @@ Built by the package's own build (setup.py, Cython); ``monitor.kernels`` falls b
 the references when the module was not built.
 """
 
+from cpython.object cimport PyObject_GenericSetAttr
 from cpython.ref cimport Py_INCREF
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy
@@ -31,6 +32,38 @@ cdef extern from *:
 SOURCE_SHA256 = AVMON_KERNELS_SHA256.decode("ascii")
 
 ctypedef const unsigned char *bytes_p
+
+
+#: Field names of the result classes the kernels build, by class (None: build by call).
+cdef dict _FIELDS = {}
+
+
+cdef object _fields_of(object cls):
+    names = _FIELDS.get(cls, False)
+    if names is False:
+        import dataclasses
+        names = None
+        # Only a slotted dataclass whose construction stores its fields and nothing more.
+        if isinstance(cls, type) and dataclasses.is_dataclass(cls) \
+                and "__slots__" in cls.__dict__ and not hasattr(cls, "__post_init__") \
+                and all(f.init for f in dataclasses.fields(cls)):
+            names = tuple(f.name for f in dataclasses.fields(cls))
+        _FIELDS[cls] = names
+    return names
+
+
+cdef object _make(object cls, tuple values):
+    """``cls(*values)``. For a slotted dataclass that only stores its fields, the fields
+    are set straight through their slots: a frozen dataclass's ``__init__`` stores each
+    one with a Python-level ``object.__setattr__`` call, which cost more than the parse."""
+    cdef tuple names = _fields_of(cls)
+    cdef Py_ssize_t i
+    if names is None or len(names) != len(values):
+        return cls(*values)
+    obj = cls.__new__(cls)
+    for i in range(len(names)):
+        PyObject_GenericSetAttr(obj, names[i], values[i])
+    return obj
 
 
 cdef inline unsigned int _u16(bytes_p p, Py_ssize_t at) noexcept nogil:
@@ -338,11 +371,12 @@ def client_hello(data, cls):
                 other.append((ext_type, <bytes>p[start:stop]))
 
     # Positional, in the order of ClientHello's fields.
-    return cls(legacy_version, random, session_id, cipher_suites, compression_methods,
-               tuple(ext_types), sni, alpn,
-               supported_versions if supported_versions is not None else (legacy_version,),
-               groups, point_formats, sig_algs, key_share_groups, ech, psk, early_data,
-               tuple(other))
+    return _make(cls, (legacy_version, random, session_id, cipher_suites, compression_methods,
+                       tuple(ext_types), sni, alpn,
+                       supported_versions if supported_versions is not None
+                       else (legacy_version,),
+                       groups, point_formats, sig_algs, key_share_groups, ech, psk,
+                       early_data, tuple(other)))
 
 
 # ----------------------------------------------------------------------- DNS messages
@@ -435,8 +469,8 @@ cdef Py_ssize_t _dns_records(bytes_p p, Py_ssize_t end, Py_ssize_t pos, Py_ssize
         else:
             return -1
         pos = rdend
-        out.append(answer_cls(owner, type_name(rdtype), 0 if ttl > 0x7FFFFFFF else ttl,
-                              text, "IN"))
+        out.append(_make(answer_cls, (owner, type_name(rdtype),
+                                      0 if ttl > 0x7FFFFFFF else ttl, text, "IN")))
     return pos
 
 
@@ -465,7 +499,7 @@ def dns_message(bytes raw not None, bint strict, message_cls, question_cls, answ
         pos = stop
         if end - pos < 4 or _u16(p, pos + 2) != 1:
             return None
-        questions.append(question_cls(qname, type_name(_u16(p, pos)), "IN"))
+        questions.append(_make(question_cls, (qname, type_name(_u16(p, pos)), "IN")))
         pos += 4
     pos = _dns_records(p, end, pos, an, answers, answer_cls, type_name, address_text)
     if pos < 0:
@@ -482,8 +516,9 @@ def dns_message(bytes raw not None, bint strict, message_cls, question_cls, answ
     if trailing and strict:
         return None
     # Positional, in the order of DnsMessage's fields.
-    return message_cls(msg_id, bool(flags & 0x8000), 0, flags & 0xF, flags,
-                       bool(flags & 0x0400), bool(flags & 0x0200), bool(flags & 0x0100),
-                       bool(flags & 0x0080), bool(flags & 0x0020), bool(flags & 0x0010),
-                       tuple(questions), tuple(answers), tuple(authorities), ns, ar, False, 0,
-                       trailing)
+    return _make(message_cls, (msg_id, bool(flags & 0x8000), 0, flags & 0xF, flags,
+                               bool(flags & 0x0400), bool(flags & 0x0200),
+                               bool(flags & 0x0100), bool(flags & 0x0080),
+                               bool(flags & 0x0020), bool(flags & 0x0010), tuple(questions),
+                               tuple(answers), tuple(authorities), ns, ar, False, 0,
+                               trailing))

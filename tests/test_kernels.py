@@ -314,3 +314,45 @@ def test_kernel_record_walk_refuses_positions_outside_the_buffer() -> None:
     for bad in ([-1], [len(data) - 15], [len(data)]):
         with pytest.raises(ValueError):
             native.pcap_headers(data, np.array(bad, dtype=np.int64), False, 1000)
+
+
+@needs_native
+def test_kernel_results_are_the_frozen_classes_themselves() -> None:
+    """The kernels set a result's fields through its slots rather than call its frozen
+    ``__init__``: the objects are still of the class, equal, hashable and frozen, and a
+    class whose construction does more than store fields is built by calling it."""
+    import dataclasses
+
+    assert native is not None
+    hello = native.client_hello(rich_hello(), tlsp.ClientHello)
+    wire = bytes.fromhex("abcd81800001000100000000" "03777777076578616d706c6503636f6d00"
+                         "00010001" "c00c000100010000003c00045db8d822")
+    message = native.dns_message(wire, False, dnsp.DnsMessage, dnsp.DnsQuestion,
+                                 dnsp.DnsAnswer, dnsp._type_name, dnsp._address_text,
+                                 dnsp.MAX_QUESTIONS, dnsp.MAX_ANSWERS, dnsp.MAX_RECORDS)
+    assert hello is not None and message is not None
+    objects = [hello, message, *message.questions, *message.answers]
+    for obj in objects:
+        values = [getattr(obj, f.name) for f in dataclasses.fields(obj)]
+        built = type(obj)(*values)
+        assert obj == built and hash(obj) == hash(built) and repr(obj) == repr(built)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(obj, dataclasses.fields(obj)[0].name, None)
+    assert message.answers[0].rdata == "93.184.216.34"
+    assert message == dnsp._fast_message(wire, False)
+
+    calls: list[tuple[Any, ...]] = []
+
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class Checked:
+        qname: str
+        qtype: str
+        qclass: str
+
+        def __post_init__(self) -> None:
+            calls.append((self.qname, self.qtype, self.qclass))
+
+    native.dns_message(wire, False, dnsp.DnsMessage, Checked, dnsp.DnsAnswer,
+                       dnsp._type_name, dnsp._address_text, dnsp.MAX_QUESTIONS,
+                       dnsp.MAX_ANSWERS, dnsp.MAX_RECORDS)
+    assert calls == [("www.example.com", "A", "IN")]
