@@ -4,6 +4,9 @@ their bit flips and truncations, and the corpus."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,6 +16,7 @@ import dns.flags
 import dns.message
 import dns.opcode
 import dns.rrset
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -124,3 +128,23 @@ def test_fast_path_takes_the_common_response() -> None:
     _same(wire)
     _same(wire + b"\0\0")  # trailing bytes: counted alike
     assert dnsp._fast_message(wire + b"\0", True) is None  # strict: the full path raises
+
+
+@pytest.mark.parametrize("pure", ["0", "1"])
+def test_dnspython_is_imported_only_for_the_full_path(pure: str) -> None:
+    """dnspython's message decoder costs a tenth of a second at start-up: a replay whose
+    messages all take the fast path never imports it; one that needs it still works."""
+    code = (
+        "import sys\n"
+        "import monitor.cli\n"
+        "from monitor.parsers.dns import parse_dns_message\n"
+        "query = bytes.fromhex('abcd01000001000000000000'"
+        " '03777777076578616d706c6503636f6d0000010001')\n"
+        "assert parse_dns_message(query).questions[0].qname == 'www.example.com'\n"
+        "print('dns.message' in sys.modules)\n"
+        "chaos = query[:-1] + b'\\x03'  # class CH: the fast path declines it\n"
+        "print(parse_dns_message(chaos).questions[0].qclass)\n"
+        "print('dns.message' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "AVMON_PURE_PYTHON": pure}, check=True).stdout
+    assert out.split() == ["False", "CH", "True"]

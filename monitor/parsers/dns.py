@@ -31,25 +31,21 @@ import functools
 import ipaddress
 import struct
 from dataclasses import dataclass
-from typing import Final, TypeAlias
+from typing import TYPE_CHECKING, Final, TypeAlias
 
 import dns.exception
-import dns.message
-import dns.name
-import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
-import dns.rdtypes.ANY.SOA
-import dns.rdtypes.IN.A
-import dns.rdtypes.IN.AAAA
-import dns.rdtypes.IN.SRV
-import dns.rdtypes.mxbase
-import dns.rdtypes.nsbase
-import dns.rrset
 
 from monitor.errors import BadValue, LimitExceeded, ParseError, TrailingData, Truncated
 from monitor.kernels import native
 from monitor.wire import Reader
+
+if TYPE_CHECKING:
+    import dns.message
+    import dns.name
+    import dns.rdata
+    import dns.rrset
 
 __all__ = [
     "DNS_HEADER_LEN",
@@ -279,6 +275,22 @@ def _frame(raw: bytes) -> _Frame:
                   end, partial)
 
 
+def _full_path() -> None:
+    """Import the parts of dnspython only the full path uses: its message decoder and
+    record types take a tenth of a second to import, and the common message (the fast
+    path) never needs them. Once imported they are attributes of ``dns``."""
+    import dns.message  # noqa: F401
+    import dns.name  # noqa: F401
+    import dns.rdata  # noqa: F401
+    import dns.rdtypes.ANY.SOA  # noqa: F401
+    import dns.rdtypes.IN.A  # noqa: F401
+    import dns.rdtypes.IN.AAAA  # noqa: F401
+    import dns.rdtypes.IN.SRV  # noqa: F401
+    import dns.rdtypes.mxbase  # noqa: F401
+    import dns.rdtypes.nsbase  # noqa: F401
+    import dns.rrset  # noqa: F401
+
+
 def _convert(exc: Exception) -> ParseError:
     """Map a dnspython (or codec) exception to our ParseError family."""
     detail = f"dnspython {type(exc).__name__}: {' '.join(str(exc).split())}"
@@ -406,6 +418,7 @@ def _fast_name(wire: bytes, pos: int) -> tuple[str, int]:
         elif all(_PLAIN_LABEL.issuperset(label) for label in labels):
             text = b".".join(labels).decode("ascii").lower()
         else:
+            _full_path()
             text = _name_text(dns.name.Name([*labels, b""]))
         if len(_label_texts) >= 8192:
             _label_texts.clear()
@@ -533,6 +546,7 @@ def parse_dns_message(data: bytes | bytearray | memoryview, *, strict: bool = Fa
         wire = header + raw[DNS_HEADER_LEN : frame.end]
     else:
         wire = raw[: frame.end]
+    _full_path()
     try:
         m = dns.message.from_wire(
             wire,
