@@ -13,7 +13,7 @@ import functools
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.registry import Collector
 
 from geo import GeoDatabases, GeoError, format_geo_lines
+from monitor.capture.batch import Batch
 from monitor.capture.files import CaptureReader
 from monitor.config import Config, load_config
 from monitor.errors import CaptureError, ConfigError
@@ -311,22 +312,22 @@ def _replay_worker(reader: CaptureReader, config: Config, signatures: SignatureS
             reported = len(reader.damaged)
             conn.send(("damaged", [(str(p), o, m) for p, o, m in reader.damaged]))
 
+    def read_error(exc: Exception) -> None:
+        if index == 0:
+            conn.send(("error", str(exc)))
+
     try:
-        try:
-            for batch in reader:
-                # At most WORKERS_AHEAD batches ahead of every other worker: flows
-                # waiting for names stay few, and a worker that had a heavier batch than
-                # the others does not hold them up at once.
-                dns.wait_complete(ends[0])
-                dns.take_in()
-                pipe.process(batch)
-                ends.append(batch.first_frame + len(batch) - 1)
-                dns.publish(ends[-1])
-                report_damage()
-                out.send(snapshot)
-        except (CaptureError, OSError) as exc:
-            if index == 0:
-                conn.send(("error", str(exc)))
+        for batch in _read_guarded(reader, read_error):
+            # At most WORKERS_AHEAD batches ahead of every other worker: flows waiting
+            # for names stay few, and a worker that had a heavier batch than the others
+            # does not hold them up at once.
+            dns.wait_complete(ends[0])
+            dns.take_in()
+            pipe.process(batch)
+            ends.append(batch.first_frame + len(batch) - 1)
+            dns.publish(ends[-1])
+            report_damage()
+            out.send(snapshot)
         report_damage()  # damage at a file's end is found after its last batch
         dns.publish(END)
         dns.wait_complete(END)
@@ -337,6 +338,22 @@ def _replay_worker(reader: CaptureReader, config: Config, signatures: SignatureS
     finally:
         dns.close()
     return 0
+
+
+def _read_guarded(reader: CaptureReader, on_error: Callable[[Exception], None]
+                  ) -> Iterator[Batch]:
+    """``reader``'s batches; a read error ends them and goes to ``on_error`` (an error
+    of the pipeline's own output, raised while a batch is processed, is not caught)."""
+    batches = iter(reader)
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except (CaptureError, OSError) as exc:
+            on_error(exc)
+            return
+        yield batch
 
 
 def cmd_replay(args: argparse.Namespace) -> int:

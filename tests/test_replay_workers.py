@@ -169,3 +169,25 @@ def test_records_to_standard_output_go_through_the_first_process(tmp_path: Path)
     piped = sorted(json.dumps(json.loads(line), sort_keys=True)
                    for line in proc.stdout.splitlines())
     assert piped == _replay(tmp_path, [DEMO], 1, "-c", str(DEMO_CONFIG))
+
+
+def test_a_read_error_ends_a_workers_input_and_is_reported() -> None:
+    """A worker reports a read error (once, through worker 0) and finishes its flows; an
+    output error raised while it processes a batch is not taken for a read error."""
+    from monitor.cli import _read_guarded
+    from monitor.errors import CaptureError
+
+    class Reader:
+        def __iter__(self):  # type: ignore[no-untyped-def]
+            yield "batch 1"
+            raise CaptureError("capture.pcap: cannot open (Permission denied)")
+
+    errors: list[Exception] = []
+    assert list(_read_guarded(Reader(), errors.append)) == ["batch 1"]  # type: ignore[arg-type]
+    assert [str(e) for e in errors] == ["capture.pcap: cannot open (Permission denied)"]
+
+    errors.clear()
+    with pytest.raises(OSError, match="No space left"):
+        for _ in _read_guarded(Reader(), errors.append):  # type: ignore[arg-type]
+            raise OSError(28, "No space left on device")
+    assert errors == []
