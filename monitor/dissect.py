@@ -433,7 +433,7 @@ class Dissector:
                 return
             self.stats.tls_client_hellos += 1
             flow.inspect = False
-            ja4 = tlsp.ja4(ch, "t")
+            ja3_text, ja3_md5, ja4 = tlsp.fingerprints(ch, "t")
             flow.ext["ja4"] = ja4
             rec = flow_header(flow, "tls", t)
             rec["pcap_cnt"] = frame
@@ -441,7 +441,7 @@ class Dissector:
             if ch.sni:
                 tls["sni"] = ch.sni
             tls["version"] = _tls_version(ch)
-            tls["ja3"] = {"hash": ch.ja3_hash, "string": ch.ja3}
+            tls["ja3"] = {"hash": ja3_md5, "string": ja3_text}
             tls["ja4"] = ja4
             if ch.alpn:
                 tls["client_alpns"] = list(ch.alpn)
@@ -509,14 +509,14 @@ class Dissector:
         flow.inspect = False
         self.stats.quic_client_hellos += 1
         ch = hello.client_hello
-        ja4 = tlsp.ja4(ch, "q")
+        ja3_text, ja3_md5, ja4 = tlsp.fingerprints(ch, "q")
         flow.ext["ja4"] = ja4
         rec = flow_header(flow, "quic", t)
         rec["pcap_cnt"] = frame
         quic: dict[str, Any] = {"version": _quic_version(hello.version)}
         if ch.sni:
             quic["sni"] = ch.sni
-        quic["ja3"] = {"hash": ch.ja3_hash, "string": ch.ja3}
+        quic["ja3"] = {"hash": ja3_md5, "string": ja3_text}
         quic["ja4"] = ja4
         if ch.alpn:
             quic["client_alpns"] = list(ch.alpn)

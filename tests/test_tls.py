@@ -895,8 +895,8 @@ def test_fingerprints_of_interleaved_hellos() -> None:
     alone = []
     for ch in hellos:
         tlsp._fingerprints_of.cache_clear()
-        tlsp._last_fingerprints = (None, ("", "", ""))
         alone.append((ja4(ch, "t"), ja4(ch, "q"), ch.ja3_hash, ch.ja3, ch.ja4))
+        assert tlsp.fingerprints(ch, "q") == (ch.ja3, ch.ja3_hash, ja4(ch, "q"))
     assert len({a[3] for a in alone}) == len(hellos)
     asks: list[Callable[[ClientHello], str]] = [
         lambda ch: ja4(ch, "t"), lambda ch: ja4(ch, "q"), lambda ch: ch.ja3_hash,

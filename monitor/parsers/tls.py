@@ -37,6 +37,7 @@ __all__ = [
     "ContentType",
     "ExtensionType",
     "HandshakeType",
+    "fingerprints",
     "is_grease",
     "ja3",
     "ja3_hash",
@@ -595,28 +596,20 @@ def ja3_hash(ch: ClientHello) -> str:
 #: (the transport, the only part of any of them that depends on it).
 _Fingerprints: TypeAlias = tuple[str, str, str]
 
-#: The hello :func:`_fingerprints` answered last, and its answer. Replaced as one tuple,
-#: so a reader never pairs one hello with another's answer.
-_last_fingerprints: tuple[ClientHello | None, _Fingerprints] = (None, ("", "", ""))
+def fingerprints(ch: ClientHello, transport: str = "t") -> tuple[str, str, str]:
+    """The JA3 string, its MD5 and the JA4 of ``ch`` at once (one cache lookup where
+    :func:`ja3`, :func:`ja3_hash` and :func:`ja4` take one each)."""
+    if transport not in _JA4_TRANSPORTS:
+        raise ValueError(f"transport must be one of t, q, d; got {transport!r}")
+    ja3_text, ja3_md5, ja4_rest = _fingerprints(ch)
+    return ja3_text, ja3_md5, transport + ja4_rest
 
 
 def _fingerprints(ch: ClientHello) -> _Fingerprints:
-    """All fingerprints of ``ch``, computed together.
-
-    Callers ask for the JA4, the JA3 hash and the JA3 string of one hello in turn, so the
-    hello answered last is remembered by identity (a ClientHello is frozen: its answer
-    never changes). That saves all but one lookup in the cache below, whose key (the
-    hello's lists, hashed and compared element by element) is most of the cost of a hit.
-    """
-    global _last_fingerprints
-    last_hello, last_answer = _last_fingerprints
-    if last_hello is ch:
-        return last_answer
-    answer = _fingerprints_of(ch.legacy_version, ch.cipher_suites, ch.extensions,
-                              ch.supported_groups, ch.ec_point_formats, ch.versions,
-                              ch.alpn[:1], ch.signature_algorithms)
-    _last_fingerprints = (ch, answer)
-    return answer
+    """All fingerprints of ``ch``, computed together (cached by the fields they read)."""
+    return _fingerprints_of(ch.legacy_version, ch.cipher_suites, ch.extensions,
+                            ch.supported_groups, ch.ec_point_formats, ch.versions,
+                            ch.alpn[:1], ch.signature_algorithms)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -695,9 +688,7 @@ def ja4(ch: ClientHello, transport: str = "t") -> str:
     the signature algorithms in wire order (no ``_`` when there are none). An empty list
     hashes to ``000000000000``. GREASE is ignored everywhere.
     """
-    if transport not in _JA4_TRANSPORTS:
-        raise ValueError(f"transport must be one of t, q, d; got {transport!r}")
-    return transport + _fingerprints(ch)[2]
+    return fingerprints(ch, transport)[2]
 
 
 @functools.lru_cache(maxsize=4096)
