@@ -180,10 +180,6 @@ class EveWriter:
                 warn(f"{target}: removed a torn last line ({torn} bytes) left by a run "
                      "that was stopped mid-write")
 
-    @property
-    def enabled(self) -> bool:
-        return self._fd is not None or self._stream is not None
-
     def appends_to_file(self) -> bool:
         """Writes go to a regular file opened for appending: processes forked after it was
         opened (with nothing held) may each append their own whole lines to it, as their

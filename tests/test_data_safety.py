@@ -248,3 +248,25 @@ def test_a_bug_outside_the_parsers_costs_one_batch(
     [message] = [r.getMessage() for r in caplog.records if r.name == "avmon.pipeline"]
     assert message == ("internal error processing frames 101-200: IndexError: simulated "
                        "bug; the rest of the batch is skipped")
+
+
+def test_eve_lines_are_held_to_the_batch_end_and_bounded(tmp_path: Path) -> None:
+    """Records wait for the end of their batch (one write for all of them), but a batch's
+    records never hold more than about 1 MiB: past that they are written at once, whole."""
+    from monitor.eve import EveWriter
+
+    path = tmp_path / "eve.json"
+    eve = EveWriter(str(path))
+    record = {"event_type": "flow", "pad": "x" * 1000}
+    eve.write(record)
+    assert path.read_bytes() == b""  # held until the batch ends
+    eve.flush()
+    assert path.read_bytes().count(b"\n") == 1
+    for _ in range(2000):  # about 2 MB within one batch
+        eve.write(record)
+    written = path.read_bytes()
+    assert 1 < written.count(b"\n") < 2001 and written.endswith(b"\n")
+    assert len(written) - 1020 < (1 << 20) + 1100  # one 1 MiB chunk of whole lines
+    eve.close()
+    lines = path.read_bytes().splitlines()
+    assert len(lines) == 2001 and all(json.loads(line) == record for line in lines)
