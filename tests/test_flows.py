@@ -22,7 +22,7 @@ from scapy.layers.l2 import CookedLinux, Dot1AD, Dot1Q, Ether, Loopback
 from scapy.packet import Raw
 from scapy.utils import PcapWriter, wrpcap
 
-from monitor.flow.table import FlowTimeouts
+from monitor.flow.table import Flow, FlowTimeouts
 from tests.helpers import CORPUS, flows, replay
 from tests.tshark_oracle import conv_table, require_tool, tshark_conversations
 
@@ -265,6 +265,24 @@ def test_port_reuse_after_close_is_a_new_flow(tmp_path: Path) -> None:
     assert fl[0]["flow_id"] != fl[1]["flow_id"]
     assert fl[0]["community_id"] == fl[1]["community_id"]
     compare_with_tshark(path, records)
+
+
+def test_flow_id_is_fixed_by_key_and_start() -> None:
+    """The id is a function of the canonical key and the record's first packet time only:
+    the same in every run, on every machine and in every worker, and 51 bits (exact in a
+    JSON double). Pinned, so a change of the hash shows here, not in users' joins."""
+    key = (0, 0x0A14010A, 0, 0x4D4AB00A, 41000, 443, 6, 0)
+
+    def flow(first_ns: int, vlan: int = 0, first_frame: int = 1) -> Flow:
+        return Flow(key=key, ipver=4, proto=6, a_addr=bytes(4), b_addr=bytes(4), a_port=41000,
+                    b_port=443, client_is_a=True, first_ns=first_ns, last_ns=first_ns,
+                    first_frame=first_frame, vlan=vlan)
+
+    one = flow(1_772_442_000_123_456_789)
+    assert one.flow_id == 1_213_451_439_521_804
+    assert flow(1_772_442_000_123_456_789, vlan=7, first_frame=9).flow_id == one.flow_id
+    assert flow(1_772_442_000_123_456_790).flow_id != one.flow_id
+    assert 0 <= one.flow_id < 1 << 51
 
 
 def test_syn_ack_seen_first_orients_the_flow(tmp_path: Path) -> None:

@@ -14,9 +14,8 @@ TCP close, by eviction when the table is full (counted), or at end of input.
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import ipaddress
+import struct
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ import numpy.typing as npt
 
 from monitor.decode import Columns, Proto
 from monitor.flow.communityid import community_id
+from monitor.iptext import ip_text
 from monitor.kernels import native_flows
 
 __all__ = ["Flow", "FlowTable", "FlowTimeouts", "Assignment"]
@@ -52,6 +52,10 @@ TCP_RST: Final = 0x04
 TCP_ACK: Final = 0x10
 
 _NS: Final = 10**9
+
+#: What a flow id is hashed from: the canonical key (addresses as four 64-bit halves, the
+#: ports, protocol and tunnel depth) and the record's first packet time.
+_FLOW_ID_INPUT: Final = struct.Struct("<4Q2HBxHq")
 
 
 #: Longest packet time between two expiry scans (a quarter of the shortest timeout if
@@ -114,11 +118,11 @@ class Flow:
     # -- orientation -----------------------------------------------------------------
     @property
     def src_ip(self) -> str:
-        return _ip_text(self.a_addr if self.client_is_a else self.b_addr)
+        return ip_text(self.a_addr if self.client_is_a else self.b_addr)
 
     @property
     def dest_ip(self) -> str:
-        return _ip_text(self.b_addr if self.client_is_a else self.a_addr)
+        return ip_text(self.b_addr if self.client_is_a else self.a_addr)
 
     @property
     def src_addr(self) -> bytes:
@@ -180,7 +184,7 @@ class Flow:
     def flow_id(self) -> int:
         """A stable 51-bit id (safe in JSON doubles) unique per flow record."""
         if self._fid is None:
-            h = hashlib.blake2b(repr((self.key, self.first_ns, self.depth)).encode(),
+            h = hashlib.blake2b(_FLOW_ID_INPUT.pack(*self.key, self.first_ns),
                                 digest_size=8).digest()
             self._fid = int.from_bytes(h, "big") & ((1 << 51) - 1)
         return self._fid
@@ -193,10 +197,6 @@ class Flow:
         return "established" if self.pkts_ab and self.pkts_ba else "new"
 
 
-@functools.lru_cache(maxsize=65536)
-def _ip_text(addr: bytes) -> str:
-    """Address text (addresses recur across flows: cached)."""
-    return str(ipaddress.ip_address(addr))
 
 
 def _addr_bytes(ipver: int, hi: int, lo: int) -> bytes:

@@ -38,6 +38,7 @@ import dns.rdataclass
 import dns.rdatatype
 
 from monitor.errors import BadValue, LimitExceeded, ParseError, TrailingData, Truncated
+from monitor.iptext import ip_text
 from monitor.kernels import native
 from monitor.wire import Reader
 
@@ -453,9 +454,8 @@ def _fast_records(wire: bytes, pos: int, count: int) -> tuple[tuple[DnsAnswer, .
     return tuple(out), pos
 
 
-@functools.lru_cache(maxsize=16384)
-def _address_text(packed: bytes) -> str:
-    return str(ipaddress.ip_address(packed))
+#: Address text of packed RDATA (cached there: the same addresses come back in every answer).
+_address_text: Final = ip_text
 
 
 _HEADER: Final = struct.Struct("!6H")
