@@ -22,7 +22,9 @@ from scapy.layers.l2 import CookedLinux, Dot1AD, Dot1Q, Ether, Loopback
 from scapy.packet import Raw
 from scapy.utils import PcapWriter, wrpcap
 
+from monitor.capture.files import CaptureReader
 from monitor.flow.table import Flow, FlowTimeouts
+from monitor.pipeline import Pipeline
 from tests.helpers import CORPUS, flows, replay
 from tests.tshark_oracle import conv_table, require_tool, tshark_conversations
 
@@ -318,6 +320,69 @@ def test_flow_table_cap_evicts_and_counts(tmp_path: Path) -> None:
     assert len(flows(records)) == 300
     assert sum(1 for f in flows(records) if f["flow"]["reason"] == "evicted") == 200
     assert len(pipe.table) == 0
+
+
+def _timed(path: Path, timed: list[tuple[float, object]]) -> Path:
+    """A capture of ``(seconds after T0, packet)``."""
+    w = PcapWriter(str(path))
+    for t, p in timed:
+        p = Ether() / p  # type: ignore[operator]
+        p.time = T0 + t
+        w.write(p)
+    w.close()
+    return path
+
+
+def _records_per_packet(path: Path, **kwargs: object) -> list[dict]:
+    """Replay one packet per batch, so that an expiry scan can run between any two packets;
+    the flow records in the order they were written."""
+    out: list[dict] = []
+    pipe = Pipeline(listeners=[out.append], **kwargs)  # type: ignore[arg-type]
+    for batch in CaptureReader([str(path)], batch_packets=1):
+        pipe.process(batch)
+    pipe.finish()
+    return flows(out)
+
+
+def _udp(sport: int, t: float) -> tuple[float, object]:
+    return t, IP(src="10.20.1.10", dst="10.0.0.9") / UDP(sport=sport, dport=123) / Raw(b"u")
+
+
+def _ends(rec: dict) -> tuple[str, int, str]:
+    return rec["proto"], rec["src_port"], rec["flow"]["reason"]
+
+
+def test_expiry_writes_least_recently_used_first_across_timeouts(tmp_path: Path) -> None:
+    """Flows under different idle timeouts that end in one scan are written in the order
+    they were last used, as if the table were one queue."""
+    session = [(1 + i * 0.01, p) for i, p in enumerate(_session("10.20.1.10", "77.74.176.10"))]
+    timed = [_udp(7000, 0), *session, _udp(7001, 5), _udp(7002, 200)]
+    recs = _records_per_packet(_timed(tmp_path / "mix.pcap", timed),
+                               timeouts=FlowTimeouts(udp_idle=120, tcp_closed=30))
+    assert [_ends(r) for r in recs] == [("UDP", 7000, "timeout"), ("TCP", 40000, "closed"),
+                                        ("UDP", 7001, "timeout"), ("UDP", 7002, "shutdown")]
+
+
+def test_a_closed_tcp_flow_ends_on_the_closed_timeout(tmp_path: Path) -> None:
+    """Once FIN went both ways the flow is under the closed timeout (30 s here), although
+    the open flows used before it are not yet due (120 s)."""
+    session = [(1 + i * 0.01, p) for i, p in enumerate(_session("10.20.1.10", "77.74.176.10"))]
+    timed = [_udp(7000, 0), *session, _udp(7001, 40), _udp(7002, 50)]
+    recs = _records_per_packet(_timed(tmp_path / "closed.pcap", timed),
+                               timeouts=FlowTimeouts(udp_idle=120, tcp_closed=30))
+    assert _ends(recs[0]) == ("TCP", 40000, "closed")
+    assert [r["flow"]["reason"] for r in recs[1:]] == ["shutdown"] * 3
+
+
+def test_eviction_takes_the_least_recently_used_of_any_timeout(tmp_path: Path) -> None:
+    """A full table evicts the flow used longest ago, whichever timeout it is under: here
+    the TCP flow, not the UDP flow that was created before it but used after it."""
+    syn = IP(src="10.20.1.10", dst="77.74.176.10") / TCP(sport=40000, dport=443, flags="S")
+    timed = [_udp(7000, 0), (1, syn), _udp(7000, 2), _udp(7001, 3)]
+    recs = _records_per_packet(_timed(tmp_path / "evict.pcap", timed), max_flows=2)
+    assert _ends(recs[0]) == ("TCP", 40000, "evicted")
+    assert sorted(_ends(r) for r in recs[1:]) == [("UDP", 7000, "shutdown"),
+                                                  ("UDP", 7001, "shutdown")]
 
 
 def test_eve_flow_record_fields(tmp_path: Path) -> None:

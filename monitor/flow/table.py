@@ -9,7 +9,10 @@ the timeout inside one batch, IP fragments) take a per-packet slow path.
 
 Timeouts run on packet time, so a replay gives the same records whatever the machine.
 Flows end by idle timeout, by active timeout (a long flow is cut into records), after a
-TCP close, by eviction when the table is full (counted), or at end of input.
+TCP close, by eviction when the table is full (counted), or at end of input. Flows are
+queued by the idle timeout they are under (other protocols, open TCP, closed TCP), each
+queue in the order its flows were last touched, so an expiry scan reads only the flows
+that end and the first one of each queue that does not.
 """
 
 from __future__ import annotations
@@ -52,6 +55,12 @@ TCP_RST: Final = 0x04
 TCP_ACK: Final = 0x10
 
 _NS: Final = 10**9
+
+#: Timeout classes (queues) of flows: which idle timeout a flow is under. A flow changes
+#: class only when a TCP flow closes.
+Q_OTHER: Final = 0
+Q_TCP_OPEN: Final = 1
+Q_TCP_CLOSED: Final = 2
 
 #: What a flow id is hashed from: the canonical key (addresses as four 64-bit halves, the
 #: ports, protocol and tunnel depth) and the record's first packet time.
@@ -114,6 +123,10 @@ class Flow:
     cid_seed: int = 0
     _cid: str | None = None
     _fid: int | None = None
+    #: The table's timeout class of the flow (Q_OTHER, Q_TCP_OPEN, Q_TCP_CLOSED).
+    tclass: int = Q_OTHER
+    #: When the table last touched the flow (a sequence number: least recently used first).
+    touched: int = 0
 
     # -- orientation -----------------------------------------------------------------
     @property
@@ -308,7 +321,11 @@ class FlowTable:
         self.max_flows = max_flows
         self.on_expire = on_expire or (lambda f: None)
         self.on_new = on_new or (lambda f: None)
-        self._flows: OrderedDict[tuple[int, ...], Flow] = OrderedDict()
+        self._flows: dict[tuple[int, ...], Flow] = {}
+        #: Per timeout class, its flows least recently touched first.
+        self._queues: tuple[OrderedDict[tuple[int, ...], Flow], ...] = (
+            OrderedDict(), OrderedDict(), OrderedDict())
+        self._touches = 0
         self._frags: OrderedDict[tuple[int, ...], tuple[int, int, int]] = OrderedDict()
         self.stats = TableStats()
         self.now_ns = 0
@@ -317,6 +334,8 @@ class FlowTable:
         self._closed = int(self.timeouts.tcp_closed * _NS)
         self._active = int(self.timeouts.active * _NS)
         self._min_idle = min(self._tcp_idle, self._udp_idle, self._closed)
+        #: Idle timeout per class.
+        self._limits = (self._udp_idle, self._tcp_idle, self._closed)
         self._next_expire_scan = 0
         self._next_active_check = 0
 
@@ -402,6 +421,8 @@ class FlowTable:
         group_of_sel = np.empty(idx.shape[0], dtype=np.int64)
         now = int(ts_ns[-1]) if ts_ns.shape[0] else self.now_ns
         flows_d = self._flows
+        queues = self._queues
+        touches = self._touches
 
         slow_groups: list[int] = []
         for gi in range(g):
@@ -417,12 +438,16 @@ class FlowTable:
                 self._expire(flow, "closed" if flow.closed else "timeout")
                 flow = None
             if flow is None:
+                self._touches = touches
                 flow = self._new_flow(key, ipver_l[gi], swap_first[gi], flags_first[gi], t0,
                                       frame_first[gi], vlan_first[gi])
+                touches = self._touches
                 if icmp_first[0][gi]:
                     flow.ext["icmp"] = (icmp_first[1][gi], icmp_first[2][gi])
             else:
-                flows_d.move_to_end(key)
+                queues[flow.tclass].move_to_end(key)
+                flow.touched = touches
+                touches += 1
             p, b, f = pkts_l[gi], byts_l[gi], fl_l[gi]
             flow.pkts_ab += p[0]
             flow.pkts_ba += p[1]
@@ -431,7 +456,10 @@ class FlowTable:
             flow.flags_ab |= f[0]
             flow.flags_ba |= f[1]
             flow.last_ns = max(flow.last_ns, ts_l_last[gi])
+            if (f[0] | f[1]) & (TCP_FIN | TCP_RST) and flow.tclass == Q_TCP_OPEN:
+                self._closing(flow)
             flows.append(flow)
+        self._touches = touches
 
         group_of_sel[:] = inv
         if slow_groups:
@@ -443,6 +471,27 @@ class FlowTable:
         to_server[idx] = (dirn == 0) == client_is_a[group_of_sel]
         self.now_ns = max(self.now_ns, now)
         return Assignment(flows, group, to_server)
+
+    def _touch(self, flow: Flow) -> None:
+        """``flow`` is the most recently used, in its class's queue."""
+        self._queues[flow.tclass].move_to_end(flow.key)
+        flow.touched = self._touches
+        self._touches += 1
+
+    def _closing(self, flow: Flow) -> None:
+        """An open TCP flow saw FIN or RST: once closed, it is under the closed timeout."""
+        if flow.closed:
+            del self._queues[Q_TCP_OPEN][flow.key]
+            flow.tclass = Q_TCP_CLOSED
+            self._queues[Q_TCP_CLOSED][flow.key] = flow
+
+    def _insert(self, flow: Flow) -> None:
+        """A new flow (or record of one) in the table, most recently used."""
+        flow.tclass = Q_TCP_OPEN if flow.proto == Proto.TCP else Q_OTHER
+        flow.touched = self._touches
+        self._touches += 1
+        self._flows[flow.key] = flow
+        self._queues[flow.tclass][flow.key] = flow
 
     def _ends_before(self, flow: Flow, t: int, pure_syn: bool) -> bool:
         """Whether ``flow`` is over by the time a packet at ``t`` arrives."""
@@ -470,10 +519,13 @@ class FlowTable:
                     b_addr=_addr_bytes(ipver, bh, bl), a_port=pa, b_port=pb,
                     client_is_a=sender_is_a, first_ns=t, last_ns=t, first_frame=frame,
                     depth=depth, vlan=vlan, cid_seed=self.cid_seed)
-        self._flows[key] = flow
+        self._insert(flow)
         self.stats.flows_created += 1
         if len(self._flows) > self.max_flows:
-            _, victim = self._flows.popitem(last=False)
+            # The least recently used: the oldest of the queues' first flows.
+            victim = min((next(iter(q.values())) for q in self._queues if q),
+                         key=lambda f: f.touched)
+            self._remove(victim)
             self.stats.flows_evicted += 1
             victim.reason = "evicted"
             self.on_expire(victim)
@@ -509,7 +561,7 @@ class FlowTable:
                 if int(pr[j]) in (Proto.ICMP, Proto.ICMPV6):
                     flow.ext["icmp"] = (int(cols.sport[idx[j]]), int(cols.dport[idx[j]]))
             else:
-                self._flows.move_to_end(key)
+                self._touch(flow)
             if swap[j]:
                 flow.pkts_ba += 1
                 flow.bytes_ba += int(wl[j])
@@ -519,6 +571,8 @@ class FlowTable:
                 flow.bytes_ab += int(wl[j])
                 flow.flags_ab |= f
             flow.last_ns = max(flow.last_ns, t)
+            if f & (TCP_FIN | TCP_RST) and flow.tclass == Q_TCP_OPEN:
+                self._closing(flow)
             if flows[gi] is None:
                 flows[gi] = flow
             if flows[gi] is not flow:
@@ -564,8 +618,12 @@ class FlowTable:
         return sport, dport, ok
 
     # -- expiry ----------------------------------------------------------------------
-    def _expire(self, flow: Flow, reason: str) -> None:
+    def _remove(self, flow: Flow) -> None:
         del self._flows[flow.key]
+        del self._queues[flow.tclass][flow.key]
+
+    def _expire(self, flow: Flow, reason: str) -> None:
+        self._remove(flow)
         flow.reason = reason
         self.on_expire(flow)
 
@@ -581,20 +639,16 @@ class FlowTable:
             if now < self._next_expire_scan:
                 return 0
             self._next_expire_scan = now + min(self._min_idle // 4, MAX_EXPIRE_INTERVAL_NS)
-        ended: list[tuple[Flow, str]] = []
-        for flow in self._flows.values():
-            idle = now - flow.last_ns
-            if idle <= self._min_idle and not full:
-                break  # LRU order: everything after this was touched more recently
-            if flow.proto == Proto.TCP:
-                limit = self._closed if flow.closed else self._tcp_idle
-            else:
-                limit = self._udp_idle
-            if idle > limit:
-                ended.append((flow, "closed" if flow.proto == Proto.TCP and flow.closed
-                              else "timeout"))
-        for flow, reason in ended:
-            self._expire(flow, reason)
+        ended: list[Flow] = []
+        for queue, limit in zip(self._queues, self._limits, strict=True):
+            for flow in queue.values():
+                if now - flow.last_ns > limit:
+                    ended.append(flow)
+                elif not full:
+                    break  # the rest of the queue was touched more recently
+        ended.sort(key=lambda f: f.touched)  # least recently used first, as one queue
+        for flow in ended:
+            self._expire(flow, "closed" if flow.tclass == Q_TCP_CLOSED else "timeout")
         if self._active and now >= self._next_active_check:
             # A scan of the whole table, so at most once per minute of packet time.
             self._next_active_check = now + ACTIVE_CHECK_NS
@@ -614,7 +668,7 @@ class FlowTable:
                     cid_seed=flow.cid_seed)
         cont.flags_ab = flow.flags_ab & ~(TCP_FIN | TCP_RST)
         cont.flags_ba = flow.flags_ba & ~(TCP_FIN | TCP_RST)
-        self._flows[flow.key] = cont
+        self._insert(cont)
         self.on_continue(flow, cont)
 
     def flush(self) -> int:
@@ -623,6 +677,8 @@ class FlowTable:
         self.expire(full=True)
         remaining = sorted(self._flows.values(), key=lambda f: (f.first_ns, f.first_frame))
         self._flows.clear()
+        for queue in self._queues:
+            queue.clear()
         for flow in remaining:
             flow.reason = "shutdown"
             self.on_expire(flow)
