@@ -682,7 +682,13 @@ _TLS_VERSIONS: Final = {0x0304: "TLS 1.3", 0x0303: "TLS 1.2", 0x0302: "TLS 1.1",
 
 def _tls_version(ch: tlsp.ClientHello) -> str:
     """The highest version the client offers (the server's choice is not seen here)."""
-    offered = [v for v in ch.versions if not tlsp.is_grease(v)] or [ch.legacy_version]
+    return _best_version(ch.versions, ch.legacy_version)
+
+
+@functools.lru_cache(maxsize=1024)
+def _best_version(versions: tuple[int, ...], legacy_version: int) -> str:
+    """(Clients offer few distinct version lists: cached.)"""
+    offered = [v for v in versions if not tlsp.is_grease(v)] or [legacy_version]
     best = max(offered)
     return _TLS_VERSIONS.get(best, f"0x{best:04x}")
 
