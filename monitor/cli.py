@@ -17,9 +17,6 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from prometheus_client import CollectorRegistry
-from prometheus_client.registry import Collector
-
 from geo import GeoDatabases, GeoError, format_geo_lines
 from monitor.capture.batch import Batch
 from monitor.capture.files import CaptureReader
@@ -37,6 +34,9 @@ from signatures import (
 )
 
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.registry import Collector
+
     from monitor.workers import Outbox
 
 __all__ = ["main"]
@@ -233,7 +233,7 @@ def _replay_workers(paths: Sequence[str], config: Config, signatures: SignatureS
     eve = EveWriter(eve_target, warn)
     sinks, to_sinks = _start_sinks(config, warn)
     outputs = _WorkerOutputs(eve, to_sinks, sinks, listeners, damaged=lambda: len(reader.damaged))
-    metrics = _Metrics(outputs.collector, metrics_textfile, metrics_listen)
+    metrics = _Metrics(lambda: outputs.collector, metrics_textfile, metrics_listen)
     errors: list[str] = []
 
     def on_message(index: int, message: tuple[Any, ...]) -> None:
@@ -406,17 +406,21 @@ def parse_listen(text: str, allow_public: bool) -> tuple[str, int]:
 
 
 class _Metrics:
-    """Serves and/or writes the pipeline's metrics."""
+    """Serves and/or writes a replay's metrics. Without a textfile or a listen address
+    there is nothing to do, and the collector (with the Prometheus client) is not made."""
 
     #: A long replay rewrites its textfile this often (wall-clock seconds).
     TEXTFILE_INTERVAL = 30.0
 
-    def __init__(self, collector: Collector, textfile: str | None,
+    def __init__(self, collector: Callable[[], Collector], textfile: str | None,
                  listen: tuple[str, int] | None) -> None:
+        self.textfile = textfile
+        self.server = None
+        if textfile is None and listen is None:
+            return
         from monitor.metrics import build_registry
 
-        self.registry = build_registry(collector)
-        self.textfile = textfile
+        self.registry = build_registry(collector())
         if textfile:
             folder = Path(textfile).parent
             if not folder.is_dir() or not os.access(folder, os.W_OK):
@@ -519,7 +523,6 @@ def _replay(paths: Sequence[str], config: Config, eve_target: str | None, quiet:
         print(f"avmon: warning: {msg}", file=sys.stderr)
 
     from monitor import __version__
-    from monitor.metrics import PipelineCollector
 
     signatures = _open_signatures(config)
     geo = _open_geo(config)
@@ -538,10 +541,15 @@ def _replay(paths: Sequence[str], config: Config, eve_target: str | None, quiet:
     sinks, to_sinks = _start_sinks(config, warn)
     pipe = Pipeline(config, eve=eve, listeners=[*listeners, to_sinks], signatures=signatures,
                     geo=geo, evidence_dir=evidence)
-    metrics = _Metrics(PipelineCollector(pipe, source="replay", version=__version__,
-                                         damaged=lambda: len(reader.damaged),
-                                         sinks=lambda: {s.name: s.stats for s in sinks}),
-                       metrics_textfile, metrics_listen)
+
+    def collector() -> Collector:
+        from monitor.metrics import PipelineCollector
+
+        return PipelineCollector(pipe, source="replay", version=__version__,
+                                 damaged=lambda: len(reader.damaged),
+                                 sinks=lambda: {s.name: s.stats for s in sinks})
+
+    metrics = _Metrics(collector, metrics_textfile, metrics_listen)
     progress = _Progress(reader, enabled=not quiet and sys.stderr.isatty())
     t0 = time.perf_counter()
     pace = _Pace(speed) if speed else None

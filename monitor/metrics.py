@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from monitor.accounting import AvAccounting, SinkStats
 from monitor.config import UNCLASSIFIED
 from monitor.decode import Undecoded
 from monitor.limits import PIPELINE_LIMITS, SINK_LIMITS
@@ -78,27 +78,6 @@ METRIC_NAMES: Final = (
     "avmon_geo_reload_errors_total",
     "avmon_config_reload_errors_total",
 )
-
-
-@dataclass(slots=True)
-class SinkStats:
-    """Counters a sink keeps; read at scrape time."""
-
-    sent: int = 0
-    errors: int = 0
-    queue_length: int = 0
-    spool_bytes: int = 0
-    #: Alerts that met a sink limit, by limit name (:data:`monitor.limits.SINK_LIMITS`).
-    limit_hits: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SINK_LIMITS, 0))
-
-
-@dataclass(slots=True)
-class AvAccounting:
-    """AV flows and bytes sent to AV clouds, by (vendor, jurisdiction, segment, purpose)."""
-
-    flows: dict[tuple[str, str, str, str], int] = field(default_factory=dict)
-    egress_bytes: dict[tuple[str, str, str, str], int] = field(default_factory=dict)
-    identifications: dict[str, int] = field(default_factory=dict)
 
 
 class PipelineCollector(Collector):

@@ -17,6 +17,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
+from monitor.accounting import AvAccounting
 from monitor.alerts import AlertEngine, EvidenceWriter, GeoLookup
 from monitor.attribution import Attribution, DnsCache, DnsName, attribute
 from monitor.capture.batch import Batch
@@ -25,7 +26,6 @@ from monitor.decode import Columns, Proto, Undecoded, decode_all
 from monitor.dissect import DNS_PORTS, Dissector, with_attr
 from monitor.eve import EveWriter, flow_record
 from monitor.flow.table import Assignment, Flow, FlowTable, FlowTimeouts
-from monitor.metrics import AvAccounting
 from signatures import SignatureSet, load_signature_set
 
 __all__ = ["Pipeline", "PipelineStats", "avmon_object"]

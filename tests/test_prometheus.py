@@ -239,3 +239,26 @@ def test_cardinality_is_bounded(tmp_path: Path) -> None:
     assert len(s_large) < 2000
     text = "\n".join(s_large)
     assert "198.18." not in text and "example" not in text and "ksn" not in text
+
+
+def test_a_replay_without_metrics_does_not_load_the_client(tmp_path: Path) -> None:
+    """The Prometheus client (with http.server) is a tenth of a second of start-up: a
+    replay that neither serves nor writes metrics does not import it; one that writes a
+    textfile does, and the file has the metrics."""
+    capture = Path(__file__).parent / "data" / "corpus" / "zeek_quic_quicdoq.pcap"
+    prom = tmp_path / "replay.prom"
+    code = (
+        "import sys\n"
+        "from monitor.cli import main\n"
+        "args = ['replay', sys.argv[1], '--eve', sys.argv[2], '--quiet', '--workers', '1']\n"
+        "extra = sys.argv[3:] and ['--metrics-textfile', sys.argv[3]]\n"
+        "assert main(args + extra) == 0\n"
+        "print('prometheus_client' in sys.modules, 'http.server' in sys.modules)\n")
+    plain = subprocess.run([sys.executable, "-c", code, str(capture), str(tmp_path / "a.json")],
+                           capture_output=True, text=True, check=True).stdout
+    assert plain.split() == ["False", "False"]
+    written = subprocess.run([sys.executable, "-c", code, str(capture),
+                              str(tmp_path / "b.json"), str(prom)],
+                             capture_output=True, text=True, check=True).stdout
+    assert written.split()[0] == "True"
+    assert "avmon_packets_total" in prom.read_text()

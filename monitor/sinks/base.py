@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Final, Protocol, runtime_checkable
 
-from monitor.metrics import SinkStats
+from monitor.accounting import SinkStats
 
 __all__ = ["MAX_QUEUE", "AlertSink", "Backoff", "QueuedSink", "Raised", "SinkError", "rfc3339"]
 
