@@ -3,7 +3,9 @@ flow table's lifecycle (TCP close and port reuse, timeouts, the hard cap)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import gzip
+import random
 import shutil
 import subprocess
 from collections import Counter
@@ -23,6 +25,7 @@ from scapy.packet import Raw
 from scapy.utils import PcapWriter, wrpcap
 
 from monitor.capture.files import CaptureReader
+from monitor.eve import eve_time
 from monitor.flow.table import Flow, FlowTimeouts
 from monitor.pipeline import Pipeline
 from tests.helpers import CORPUS, flows, replay
@@ -383,6 +386,18 @@ def test_eviction_takes_the_least_recently_used_of_any_timeout(tmp_path: Path) -
     assert _ends(recs[0]) == ("TCP", 40000, "evicted")
     assert sorted(_ends(r) for r in recs[1:]) == [("UDP", 7000, "shutdown"),
                                                   ("UDP", 7001, "shutdown")]
+
+
+def test_eve_time_is_suricatas_format_to_the_microsecond() -> None:
+    """Against datetime's own formatting, truncating (not rounding) to microseconds."""
+    epoch = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+    rng = random.Random(7)
+    samples = [0, 999, 1000, 999_999_999, 1_772_442_000_000_999_999,
+               1_772_442_000_123_456_789] + [rng.getrandbits(62) for _ in range(2000)]
+    for ns in samples:
+        want = (epoch + dt.timedelta(microseconds=ns // 1000)).strftime("%Y-%m-%dT%H:%M:%S.%f")
+        assert eve_time(ns) == want + "+0000", ns
+    assert eve_time(1_772_442_000_123_456_789) == "2026-03-02T09:00:00.123456+0000"
 
 
 def test_eve_flow_record_fields(tmp_path: Path) -> None:

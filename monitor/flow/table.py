@@ -56,6 +56,8 @@ TCP_ACK: Final = 0x10
 
 _NS: Final = 10**9
 
+_ICMP_PROTOS: Final = frozenset((int(Proto.ICMP), int(Proto.ICMPV6)))
+
 #: Timeout classes (queues) of flows: which idle timeout a flow is under. A flow changes
 #: class only when a TCP flow closes.
 Q_OTHER: Final = 0
@@ -186,11 +188,13 @@ class Flow:
     @property
     def community_id(self) -> str:
         if self._cid is None:
-            sport, dport = self.src_port, self.dest_port
-            if self.proto in (Proto.ICMP, Proto.ICMPV6):
+            if self.client_is_a:
+                src, dest, sport, dport = self.a_addr, self.b_addr, self.a_port, self.b_port
+            else:
+                src, dest, sport, dport = self.b_addr, self.a_addr, self.b_port, self.a_port
+            if self.proto in _ICMP_PROTOS:
                 sport, dport = self.ext.get("icmp", (0, 0))
-            self._cid = community_id(self.src_addr, self.dest_addr, self.proto, sport, dport,
-                                     self.cid_seed)
+            self._cid = community_id(src, dest, self.proto, sport, dport, self.cid_seed)
         return self._cid
 
     @property
