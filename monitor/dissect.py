@@ -13,7 +13,6 @@ protocol and reason, and the flow is left alone.
 from __future__ import annotations
 
 import functools
-import ipaddress
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from monitor.errors import ParseError
 from monitor.eve import flow_header
 from monitor.flow.reassembly import StreamPrefix
 from monitor.flow.table import TCP_ACK, TCP_SYN, Assignment, Flow
+from monitor.iptext import ip_packed
 from monitor.limits import Limits
 from monitor.parsers import dns as dnsp
 from monitor.parsers import http as httpp
@@ -592,7 +592,7 @@ class Dissector:
             client = flow.src_addr
             for ra in dnsp.answer_addresses(msg):
                 try:
-                    addr = _packed(ra.address)
+                    addr = ip_packed(ra.address)
                 except ValueError:
                     continue
                 self.dns_cache.add(client, addr, ra.qname, ra.chain, ra.ttl, t)
@@ -669,11 +669,6 @@ class _Overflow(ParseError):
     """A stream buffer's cap was hit."""
 
     reason = "limit"
-
-
-@functools.lru_cache(maxsize=65536)
-def _packed(text: str) -> bytes:
-    return ipaddress.ip_address(text).packed
 
 
 _TLS_VERSIONS: Final = {0x0304: "TLS 1.3", 0x0303: "TLS 1.2", 0x0302: "TLS 1.1",

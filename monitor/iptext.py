@@ -1,4 +1,5 @@
-"""Address text from packed bytes, as ``str(ipaddress.ip_address(packed))`` gives it.
+"""Address text from packed bytes, as ``str(ipaddress.ip_address(packed))`` gives it, and
+back.
 
 Every record carries its flow's two addresses, and DNS answers carry more. The C library's
 ``inet_ntop`` writes the same text in a fraction of the time (RFC 5952 form: lower case,
@@ -15,7 +16,7 @@ import ipaddress
 import socket
 from typing import Final
 
-__all__ = ["ip_text"]
+__all__ = ["ip_exploded", "ip_packed", "ip_text"]
 
 _ZERO80: Final = bytes(10)
 
@@ -44,3 +45,24 @@ def ip_text(packed: bytes) -> str:
     if _NTOP6 and len(packed) == 16 and packed[:10] != _ZERO80:
         return socket.inet_ntop(socket.AF_INET6, packed)
     return str(ipaddress.ip_address(packed))
+
+
+@functools.lru_cache(maxsize=65536)
+def ip_packed(text: str) -> bytes:
+    """The packed form of an address in text, as ``ipaddress.ip_address(text).packed``
+    gives it; ValueError if it is not an address. ``inet_pton`` reads the usual forms;
+    what it refuses (a scope id, say) is left to :mod:`ipaddress`."""
+    try:
+        return socket.inet_pton(socket.AF_INET6 if ":" in text else socket.AF_INET, text)
+    except (OSError, ValueError):  # ValueError: an embedded NUL
+        return ipaddress.ip_address(text).packed
+
+
+@functools.lru_cache(maxsize=16384)
+def ip_exploded(text: str) -> str:
+    """An IPv6 address in full (eight groups of four hex digits), as
+    ``ipaddress.IPv6Address(text).exploded`` gives it; ValueError if it is not one."""
+    packed = ip_packed(text)
+    if len(packed) != 16:
+        raise ValueError(f"not an IPv6 address: {text!r}")
+    return packed.hex(":", 2)

@@ -26,6 +26,7 @@ import dataclasses
 import hashlib
 import ipaddress
 import json
+import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
@@ -421,15 +422,22 @@ class SignatureSet:
 
     def _match_ip(self, ip: str | ipaddress.IPv4Address | ipaddress.IPv6Address
                   ) -> list[IpMatch]:
-        try:
-            address: _Address = ipaddress.ip_address(ip) if isinstance(ip, str) else ip
-        except ValueError:
-            return []
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-        version = address.version
-        bits = address.max_prefixlen
-        value = int(address)
+        packed = _pton(ip) if isinstance(ip, str) else None
+        if packed is not None:  # the usual text forms, without parsing them in Python
+            if len(packed) == 16 and packed[:12] == _V4_MAPPED:
+                packed = packed[12:]
+            version, bits = (4, 32) if len(packed) == 4 else (6, 128)
+            value = int.from_bytes(packed, "big")
+        else:
+            try:
+                address: _Address = ipaddress.ip_address(ip) if isinstance(ip, str) else ip
+            except ValueError:
+                return []
+            if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+                address = address.ipv4_mapped
+            version = address.version
+            bits = address.max_prefixlen
+            value = int(address)
         found: list[IpMatch] = []
         for length in self._prefix_lens.get(version, ()):
             hits = self._prefixes[(version, length)].get(value >> (bits - length))
@@ -585,3 +593,15 @@ def _build_ja4(vendors: tuple[Vendor, ...]) -> dict[str, tuple[Ja4Match, ...]]:
             )
             table[key] = table.get(key, ()) + (match,)
     return table
+
+
+_V4_MAPPED: Final = bytes(10) + b"\xff\xff"
+
+
+def _pton(text: str) -> bytes | None:
+    """The packed address of ``text`` if ``inet_pton`` reads it (the canonical forms);
+    None for anything else, which :mod:`ipaddress` then decides on."""
+    try:
+        return socket.inet_pton(socket.AF_INET6 if ":" in text else socket.AF_INET, text)
+    except (OSError, ValueError):
+        return None

@@ -62,3 +62,30 @@ def test_this_c_library_agrees() -> None:
     """The fast form is in use here (glibc); if it were not, replays would be slower but
     the same, and this test says why."""
     assert iptext._NTOP6
+
+
+def test_packed_and_exploded_match_ipaddress() -> None:
+    rng = random.Random(4291)
+    for _ in range(5_000):
+        v4 = rng.getrandbits(32).to_bytes(4, "big")
+        v6 = _v6_with_zero_runs(rng)
+        for packed in (v4, v6):
+            for text in {_reference(packed), ipaddress.ip_address(packed).exploded}:
+                assert iptext.ip_packed.__wrapped__(text) == ipaddress.ip_address(text).packed
+        assert iptext.ip_exploded.__wrapped__(_reference(v6)) \
+            == ipaddress.IPv6Address(v6).exploded
+
+
+@pytest.mark.parametrize("text", ["", "1.2.3", "1.2.3.4 ", "01.2.3.4", "1.2.3.256", "::g",
+                                  "1:2:3:4:5:6:7:8:9", "x\x00", "fe80::1%eth0/64"])
+def test_what_is_not_an_address_is_refused_as_ipaddress_refuses_it(text: str) -> None:
+    with pytest.raises(ValueError):
+        ipaddress.ip_address(text)
+    with pytest.raises(ValueError):
+        iptext.ip_packed.__wrapped__(text)
+
+
+def test_a_scope_id_is_read_as_ipaddress_reads_it() -> None:
+    assert iptext.ip_packed.__wrapped__("fe80::1%eth0") == ipaddress.ip_address("fe80::1").packed
+    with pytest.raises(ValueError):
+        iptext.ip_exploded.__wrapped__("10.0.0.1")

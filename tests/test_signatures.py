@@ -8,8 +8,10 @@ only when that file is absent. The same check over the bundled files always runs
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
+import random
 import re
 import time
 from pathlib import Path
@@ -392,6 +394,32 @@ def test_idn(tmp_path: Path) -> None:
     assert sigs.match_name("BÜCHER.example").purpose == "update"  # type: ignore[union-attr]
     assert sigs.match_name("xn--bcher-kva.example").purpose == "update"  # type: ignore[union-attr]
     assert sigs.match_name("касперский.рф") is None
+
+
+def test_match_ip_reads_text_as_ipaddress_does(sigset: SignatureSet) -> None:
+    """Text is read with inet_pton where it can be, else with ipaddress: every form of an
+    address inside each prefix (short, exploded, IPv4-mapped) gives what the address
+    object gives, and so do a scope id and text that is no address."""
+    rng = random.Random(21)
+    checked = 0
+    for net in sorted({m.prefix for prefixes in sigset._prefixes.values()
+                       for hits in prefixes.values() for m in hits}):
+        network = ipaddress.ip_network(net)
+        for _ in range(3):
+            addr = network[rng.randrange(network.num_addresses)]
+            forms = {str(addr), addr.exploded}
+            if addr.version == 4:
+                forms |= {f"::ffff:{addr}", str(ipaddress.IPv6Address(
+                    bytes(10) + b"\xff\xff" + addr.packed))}
+            for text in forms:
+                assert sigset.match_ip(text) == sigset.match_ip(addr), text
+                assert sigset.match_ip(text), text
+                checked += 1
+    assert checked > 50
+    scoped = "fe80::1%eth0"
+    assert sigset.match_ip(scoped) == sigset.match_ip(ipaddress.ip_address(scoped))
+    for text in ("", "1.2.3", "01.2.3.4", "::g", "1.2.3.4 "):
+        assert sigset.match_ip(text) == []
 
 
 def test_match_ip_asn_ja4(tmp_path: Path, sigset: SignatureSet) -> None:

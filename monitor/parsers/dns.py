@@ -38,7 +38,7 @@ import dns.rdataclass
 import dns.rdatatype
 
 from monitor.errors import BadValue, LimitExceeded, ParseError, TrailingData, Truncated
-from monitor.iptext import ip_text
+from monitor.iptext import ip_exploded, ip_text
 from monitor.kernels import native
 from monitor.wire import Reader
 
@@ -696,10 +696,8 @@ def _eve_flags(flags: int) -> tuple[str, tuple[str, ...]]:
     return format(flags, "x"), tuple(key for key, bit in _EVE_FLAG_KEYS if flags & bit)
 
 
-@functools.lru_cache(maxsize=16384)
-def _exploded_ipv6(text: str) -> str:
-    """Cached like :func:`_address_text`: the same addresses come back in every answer."""
-    return ipaddress.IPv6Address(text).exploded
+#: An AAAA address in full (cached there: the same addresses come back in every answer).
+_exploded_ipv6: Final = ip_exploded
 
 
 def _eve_rdata(rr: DnsAnswer) -> tuple[str, EveValue] | None:
