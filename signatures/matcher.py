@@ -307,7 +307,7 @@ class SignatureSet:
     _prefix_lens: dict[int, tuple[int, ...]]
     _asn: dict[int, tuple[AsnMatch, ...]]
     _ja4: dict[str, tuple[Ja4Match, ...]]
-    _version: str
+    _version: str | None
     _ip_cache: dict[str, tuple[IpMatch, ...]]
 
     def __init__(self, vendors: Iterable[Vendor]) -> None:
@@ -328,8 +328,9 @@ class SignatureSet:
         init(self, "_prefix_lens", prefix_lens)
         init(self, "_asn", _build_asns(ordered))
         init(self, "_ja4", _build_ja4(ordered))
-        digest = hashlib.sha256(_canonical_json(ordered)).hexdigest()
-        init(self, "_version", digest[:VERSION_LEN])
+        # The version is a digest of every vendor's content: made when first asked for
+        # (it is a fair part of loading the set, and a replay may never ask).
+        init(self, "_version", None)
         #: Answers of match_ip by address text (an internal memo; the set is unchanged).
         init(self, "_ip_cache", {})
 
@@ -342,7 +343,7 @@ class SignatureSet:
     def __repr__(self) -> str:
         return (
             f"<SignatureSet {len(self._vendors)} vendors, {self._pattern_count} patterns, "
-            f"version {self._version}>"
+            f"version {self.version}>"
         )
 
     @property
@@ -353,7 +354,11 @@ class SignatureSet:
     @property
     def version(self) -> str:
         """Short hash of the set's content (not of file layout or comments)."""
-        return self._version
+        version = self._version
+        if version is None:
+            version = hashlib.sha256(_canonical_json(self._vendors)).hexdigest()[:VERSION_LEN]
+            object.__setattr__(self, "_version", version)
+        return version
 
     @property
     def pattern_count(self) -> int:
