@@ -214,8 +214,6 @@ class Flow:
         return "established" if self.pkts_ab and self.pkts_ba else "new"
 
 
-
-
 def _addr_bytes(ipver: int, hi: int, lo: int) -> bytes:
     if ipver == 4:
         return (lo & 0xFFFFFFFF).to_bytes(4, "big")
