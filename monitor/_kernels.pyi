@@ -7,11 +7,9 @@ SOURCE_SHA256: str
 
 _T = TypeVar("_T")
 
-def walk_pcap(buf: bytes, pos: int, big_endian: bool,
-              cap_max: int) -> tuple[npt.NDArray[np.int64], int]: ...
-def pcap_headers(buf: bytes, starts: npt.NDArray[np.int64], big_endian: bool, frac_ns: int
-                 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64],
-                            npt.NDArray[np.int64]]: ...
+def walk_pcap(buf: bytes, pos: int, big_endian: bool, cap_max: int, frac_ns: int
+              ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64],
+                         npt.NDArray[np.int64], int]: ...
 def client_hello(data: bytes | bytearray | memoryview, cls: type[_T]) -> _T | None: ...
 def dns_message(raw: bytes, strict: bool, message_cls: type[_T], question_cls: type[Any],
                 answer_cls: type[Any], type_name: Any, address_text: Any,

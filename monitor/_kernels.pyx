@@ -78,18 +78,27 @@ cdef inline unsigned int _u32(bytes_p p, Py_ssize_t at, bint big) noexcept nogil
 
 # ------------------------------------------------------------------------ classic pcap
 
+cdef struct PcapRecord:
+    long long start
+    long long caplen
+    long long wirelen
+    long long ts_ns
+
+
 def walk_pcap(const unsigned char[::1] buf not None, Py_ssize_t pos, bint big_endian,
-              Py_ssize_t cap_max):
-    """Reference: ``monitor.capture.pcap._walk_pcap_py``. The starts of the complete
-    records from ``pos`` on (an int64 array) and where the walk stopped."""
+              Py_ssize_t cap_max, long long frac_ns):
+    """Reference: ``monitor.capture.pcap._walk_pcap_py`` then ``_pcap_headers_py``. The
+    complete records from ``pos`` on, in one pass over their headers (each header is read
+    once, while its cache line is at hand): starts, captured lengths, original lengths
+    and times in ns (int64 arrays), and where the walk stopped."""
     cdef bytes_p p = &buf[0] if buf.shape[0] else NULL
     cdef Py_ssize_t end = buf.shape[0]
     cdef Py_ssize_t last = end - 16
-    cdef Py_ssize_t at = pos, n = 0, room = 1024
+    cdef Py_ssize_t at = pos, n = 0, room = 1024, i
     cdef unsigned int caplen
-    cdef long long *found = <long long *>malloc(room * sizeof(long long))
-    cdef long long *grown
-    cdef long long[::1] out
+    cdef PcapRecord *found = <PcapRecord *>malloc(room * sizeof(PcapRecord))
+    cdef PcapRecord *grown
+    cdef long long[::1] s, c, w, t
     if pos < 0:
         free(found)
         raise ValueError(f"walk_pcap: position {pos} before the buffer")
@@ -102,45 +111,33 @@ def walk_pcap(const unsigned char[::1] buf not None, Py_ssize_t pos, bint big_en
                 break
             if n == room:
                 room *= 2
-                grown = <long long *>realloc(found, room * sizeof(long long))
+                grown = <PcapRecord *>realloc(found, room * sizeof(PcapRecord))
                 if grown == NULL:
                     raise MemoryError()
                 found = grown
-            found[n] = at
+            found[n].start = at
+            found[n].caplen = caplen
+            found[n].wirelen = _u32(p, at + 12, big_endian)
+            found[n].ts_ns = <long long>_u32(p, at, big_endian) * 1000000000 \
+                + <long long>_u32(p, at + 4, big_endian) * frac_ns
             n += 1
             at += 16 + caplen
         if at > end and n:  # the last record is cut by the end of the buffer
             n -= 1
-            at = found[n]
+            at = found[n].start
         starts = np.empty(n, dtype=np.int64)
-        out = starts
-        if n:
-            memcpy(&out[0], found, n * sizeof(long long))
+        caplens = np.empty(n, dtype=np.int64)
+        wirelens = np.empty(n, dtype=np.int64)
+        ts_ns = np.empty(n, dtype=np.int64)
+        s, c, w, t = starts, caplens, wirelens, ts_ns
+        for i in range(n):
+            s[i] = found[i].start
+            c[i] = found[i].caplen
+            w[i] = found[i].wirelen
+            t[i] = found[i].ts_ns
     finally:
         free(found)
-    return starts, at
-
-
-def pcap_headers(const unsigned char[::1] buf not None, const long long[::1] starts not None,
-                 bint big_endian, long long frac_ns):
-    """Reference: the header gather in ``monitor.capture.pcap._read_pcap``. Captured
-    length, original length and time in ns of the records at ``starts``."""
-    cdef Py_ssize_t n = starts.shape[0], i
-    caplens = np.empty(n, dtype=np.int64)
-    wirelens = np.empty(n, dtype=np.int64)
-    ts_ns = np.empty(n, dtype=np.int64)
-    cdef long long[::1] c = caplens, w = wirelens, t = ts_ns
-    cdef bytes_p p = &buf[0] if buf.shape[0] else NULL
-    cdef long long at
-    for i in range(n):
-        at = starts[i]
-        if at < 0 or at + 16 > buf.shape[0]:  # never from walk_pcap; kept memory-safe
-            raise ValueError(f"pcap_headers: record header at {at} outside the buffer")
-        t[i] = <long long>_u32(p, at, big_endian) * 1000000000 \
-            + <long long>_u32(p, at + 4, big_endian) * frac_ns
-        c[i] = _u32(p, at + 8, big_endian)
-        w[i] = _u32(p, at + 12, big_endian)
-    return caplens, wirelens, ts_ns
+    return starts, caplens, wirelens, ts_ns, at
 
 
 # ------------------------------------------------------------------- TLS ClientHello

@@ -222,11 +222,19 @@ def test_kernel_dns_on_generated_and_mutated(wire: bytes, where: int, bit: int) 
 
 
 def _walks(buf: bytes, pos: int, endian: str) -> None:
+    """The kernel's one pass gives the reference walk's records and header fields, for
+    microsecond and nanosecond captures."""
     assert native is not None
     ref, ref_pos = pcap._walk_pcap_py(buf, pos, struct.Struct(endian + "8xI"))
-    got, got_pos = native.walk_pcap(buf, pos, endian == ">", pcap.MAX_RECORD_BYTES)
-    assert got_pos == ref_pos
-    assert np.array_equal(got, np.frombuffer(ref, dtype=np.int64))
+    starts = np.frombuffer(ref, dtype=np.int64)
+    for frac_ns in (1000, 1):
+        *got, got_pos = native.walk_pcap(buf, pos, endian == ">", pcap.MAX_RECORD_BYTES,
+                                         frac_ns)
+        assert got_pos == ref_pos
+        want = (starts, *pcap._pcap_headers_py(buf, starts, endian, frac_ns))
+        for column, expected in zip(got, want, strict=True):
+            assert column.dtype == np.int64
+            assert np.array_equal(column, expected)
 
 
 @needs_native
@@ -310,10 +318,10 @@ def test_kernel_record_walk_refuses_positions_outside_the_buffer() -> None:
     assert native is not None
     data = (ROOT / "monitor" / "data" / "demo.pcap").read_bytes()
     with pytest.raises(ValueError):
-        native.walk_pcap(data, -1, False, pcap.MAX_RECORD_BYTES)
-    for bad in ([-1], [len(data) - 15], [len(data)]):
-        with pytest.raises(ValueError):
-            native.pcap_headers(data, np.array(bad, dtype=np.int64), False, 1000)
+        native.walk_pcap(data, -1, False, pcap.MAX_RECORD_BYTES, 1000)
+    for pos in (len(data) - 15, len(data), len(data) + 100):  # nothing whole: no record
+        starts, *_, stop = native.walk_pcap(data, pos, False, pcap.MAX_RECORD_BYTES, 1000)
+        assert len(starts) == 0 and stop == pos
 
 
 @needs_native

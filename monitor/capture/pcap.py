@@ -351,16 +351,31 @@ def _slices(n: int, size: int) -> Iterator[tuple[int, int]]:
 # --------------------------------------------------------------------------- classic pcap
 
 
-def _walk_pcap(buf: bytes, pos: int, caplen_at: Struct) -> tuple[npt.NDArray[np.int64], int]:
-    """Positions of the complete records from ``pos`` on, and where the walk stopped.
+#: What :func:`_walk_pcap` gives: record starts, captured lengths, original lengths and
+#: times in ns, and where the walk stopped.
+Walked = tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64],
+               npt.NDArray[np.int64], int]
 
-    The compiled kernel when it was built, else :func:`_walk_pcap_py`."""
+
+def _walk_pcap(buf: bytes, pos: int, endian: Endian, frac_ns: int) -> Walked:
+    """The complete records from ``pos`` on: their starts and header fields, and where the
+    walk stopped. The compiled kernel (one pass) when it was built, else
+    :func:`_walk_pcap_py` and :func:`_pcap_headers_py`."""
     if native is not None:
-        walked: tuple[npt.NDArray[np.int64], int] = native.walk_pcap(
-            buf, pos, caplen_at.format[0] == ">", MAX_RECORD_BYTES)
+        walked: Walked = native.walk_pcap(buf, pos, endian == ">", MAX_RECORD_BYTES, frac_ns)
         return walked
-    starts, pos = _walk_pcap_py(buf, pos, caplen_at)
-    return np.frombuffer(starts, dtype=np.int64), pos
+    found, pos = _walk_pcap_py(buf, pos, Struct(endian + "8xI"))
+    starts = np.frombuffer(found, dtype=np.int64)
+    return (starts, *_pcap_headers_py(buf, starts, endian, frac_ns), pos)
+
+
+def _pcap_headers_py(buf: bytes, starts: npt.NDArray[np.int64], endian: Endian, frac_ns: int
+                     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64],
+                                npt.NDArray[np.int64]]:
+    """Captured length, original length and time in ns of the records at ``starts``."""
+    u8 = np.frombuffer(buf, dtype=np.uint8)
+    words = u8[starts[:, None] + _HEAD16].view(np.dtype(endian + "u4")).astype(np.int64)
+    return words[:, 2], words[:, 3], words[:, 0] * _NS_PER_S + words[:, 1] * frac_ns
 
 
 def _walk_pcap_py(buf: bytes, pos: int, caplen_at: Struct) -> tuple[array[int], int]:
@@ -402,31 +417,19 @@ def _read_pcap(inp: _Input, out: _Output) -> Iterator[Batch]:
     # Wireshark masks them the same way.
     linktype = network & 0x03FF_FFFF
     caplen_at = Struct(endian + "8xI")
-    header_words = np.dtype(endian + "u4")
     pos = _PCAP_HEADER_LEN
     while True:
         buf = inp.buf
-        starts, pos = _walk_pcap(buf, pos, caplen_at)
-        if len(starts):
-            u8 = np.frombuffer(buf, dtype=np.uint8)
-            all_starts = starts
-            for lo, hi in _slices(len(all_starts), out.batch_packets):
-                at = all_starts[lo:hi]
-                if native is not None:
-                    caplens, wirelens, ts_ns = native.pcap_headers(buf, at, endian == ">",
-                                                                   frac_ns)
-                else:
-                    words = u8[at[:, None] + _HEAD16].view(header_words).astype(np.int64)
-                    caplens, wirelens = words[:, 2], words[:, 3]
-                    ts_ns = words[:, 0] * _NS_PER_S + words[:, 1] * frac_ns
-                yield out.make(
-                    buf,
-                    at + _PCAP_RECORD_HEADER_LEN,
-                    caplens,
-                    wirelens,
-                    ts_ns,
-                    np.full(len(at), linktype, dtype=np.int32),
-                )
+        starts, caplens, wirelens, ts_ns, pos = _walk_pcap(buf, pos, endian, frac_ns)
+        for lo, hi in _slices(len(starts), out.batch_packets):
+            yield out.make(
+                buf,
+                starts[lo:hi] + _PCAP_RECORD_HEADER_LEN,
+                caplens[lo:hi],
+                wirelens[lo:hi],
+                ts_ns[lo:hi],
+                np.full(hi - lo, linktype, dtype=np.int32),
+            )
         left = len(buf) - pos
         need = _PCAP_RECORD_HEADER_LEN
         truncated = f"truncated record header: only {left} of 16 bytes left in the file"
