@@ -30,6 +30,7 @@ import monitor.parsers.tls as tlsp
 from monitor import kernels
 from monitor.capture import pcap
 from monitor.errors import ParseError
+from monitor.iptext import ip_text
 from tests.helpers import CORPUS, DATA, replay
 from tests.test_dns_fast import messages
 from tests.test_tls import python_client_hello, rich_hello, single_record_message
@@ -183,7 +184,7 @@ def test_kernel_hello_declines_what_it_does_not_know() -> None:
 def _kernel_dns(wire: bytes, strict: bool = False) -> Any:
     assert native is not None
     return native.dns_message(wire, strict, dnsp.DnsMessage, dnsp.DnsQuestion,
-                              dnsp.DnsAnswer, dnsp._type_name, dnsp._address_text,
+                              dnsp.DnsAnswer, dnsp._type_name, ip_text,
                               dnsp.MAX_QUESTIONS, dnsp.MAX_ANSWERS, dnsp.MAX_RECORDS)
 
 
@@ -336,7 +337,7 @@ def test_kernel_results_are_the_frozen_classes_themselves() -> None:
     wire = bytes.fromhex("abcd81800001000100000000" "03777777076578616d706c6503636f6d00"
                          "00010001" "c00c000100010000003c00045db8d822")
     message = native.dns_message(wire, False, dnsp.DnsMessage, dnsp.DnsQuestion,
-                                 dnsp.DnsAnswer, dnsp._type_name, dnsp._address_text,
+                                 dnsp.DnsAnswer, dnsp._type_name, ip_text,
                                  dnsp.MAX_QUESTIONS, dnsp.MAX_ANSWERS, dnsp.MAX_RECORDS)
     assert hello is not None and message is not None
     objects = [hello, message, *message.questions, *message.answers]
@@ -361,6 +362,6 @@ def test_kernel_results_are_the_frozen_classes_themselves() -> None:
             calls.append((self.qname, self.qtype, self.qclass))
 
     native.dns_message(wire, False, dnsp.DnsMessage, Checked, dnsp.DnsAnswer,
-                       dnsp._type_name, dnsp._address_text, dnsp.MAX_QUESTIONS,
+                       dnsp._type_name, ip_text, dnsp.MAX_QUESTIONS,
                        dnsp.MAX_ANSWERS, dnsp.MAX_RECORDS)
     assert calls == [("www.example.com", "A", "IN")]

@@ -203,6 +203,7 @@ class ResolvedAddress:
 EveValue: TypeAlias = "str | int | bool | list[EveValue] | dict[str, EveValue]"
 EveObject: TypeAlias = "dict[str, EveValue]"
 
+
 @dataclass(frozen=True, slots=True)
 class _Frame:
     """What the framing walk found: where the message ends and what each section holds."""
@@ -445,9 +446,9 @@ def _fast_records(wire: bytes, pos: int, count: int) -> tuple[tuple[DnsAnswer, .
         if rdclass != _CLASS_IN or end > len(wire):
             raise _NotFast
         if rdtype == _TYPE_A and rdlen == 4:
-            text = _address_text(wire[pos:end])
+            text = ip_text(wire[pos:end])
         elif rdtype == _TYPE_AAAA and rdlen == 16:
-            text = _address_text(wire[pos:end])
+            text = ip_text(wire[pos:end])
         elif rdtype in _NAME_TYPES:
             text, stop = _fast_name(wire[:end], pos)
             if stop != end:
@@ -459,10 +460,6 @@ def _fast_records(wire: bytes, pos: int, count: int) -> tuple[tuple[DnsAnswer, .
         out.append(DnsAnswer(owner, _type_name(rdtype), 0 if ttl > 0x7FFFFFFF else ttl, text,
                              "IN"))
     return tuple(out), pos
-
-
-#: Address text of packed RDATA (cached there: the same addresses come back in every answer).
-_address_text: Final = ip_text
 
 
 _HEADER: Final = struct.Struct("!6H")
@@ -537,7 +534,7 @@ def parse_dns_message(data: bytes | bytearray | memoryview, *, strict: bool = Fa
     fast = None
     if native is not None:  # the compiled fast path; what it declines goes on below
         fast = native.dns_message(raw, strict, DnsMessage, DnsQuestion, DnsAnswer,
-                                  _type_name, _address_text, MAX_QUESTIONS, MAX_ANSWERS,
+                                  _type_name, ip_text, MAX_QUESTIONS, MAX_ANSWERS,
                                   MAX_RECORDS)
     if fast is None:
         fast = _fast_message(raw, strict)
@@ -703,10 +700,6 @@ def _eve_flags(flags: int) -> tuple[str, tuple[str, ...]]:
     return format(flags, "x"), tuple(key for key, bit in _EVE_FLAG_KEYS if flags & bit)
 
 
-#: An AAAA address in full (cached there: the same addresses come back in every answer).
-_exploded_ipv6: Final = ip_exploded
-
-
 def _eve_rdata(rr: DnsAnswer) -> tuple[str, EveValue] | None:
     """The (key, value) Suricata logs for an RR's data, or None when it logs none."""
     rrtype, rdata = rr.rrtype, rr.rdata
@@ -717,7 +710,7 @@ def _eve_rdata(rr: DnsAnswer) -> tuple[str, EveValue] | None:
         return "rdata", _eve_name(rdata)
     if rrtype == "AAAA":
         # Suricata prints IPv6 as eight zero-padded groups, not RFC 5952 text.
-        return "rdata", _exploded_ipv6(rdata)
+        return "rdata", ip_exploded(rdata)
     if rrtype == "MX":
         return "rdata", _eve_name(rdata.rpartition(" ")[2])
     if rrtype in _EVE_STRING_TYPES:  # A, TXT, NULL
