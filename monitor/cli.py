@@ -23,6 +23,7 @@ from monitor.capture.files import CaptureReader
 from monitor.config import Config, load_config
 from monitor.errors import CaptureError, ConfigError
 from monitor.eve import EveWriter
+from monitor.gcpolicy import packet_processing
 from monitor.pipeline import Pipeline
 from monitor.sinks import AlertSink, build_sinks
 from signatures import (
@@ -532,9 +533,10 @@ def _replay(paths: Sequence[str], config: Config, eve_target: str | None, quiet:
     if workers > 1:
         if speed is not None:
             raise ConfigError("--speed replays in one process: leave out --workers")
-        return _replay_workers(paths, config, signatures, geo, eve_target, quiet, listeners,
-                               summary_out, evidence, metrics_textfile, metrics_listen,
-                               linger, workers)
+        with packet_processing():
+            return _replay_workers(paths, config, signatures, geo, eve_target, quiet,
+                                   listeners, summary_out, evidence, metrics_textfile,
+                                   metrics_listen, linger, workers)
     # Paced replays read small batches so the pace is kept within a batch's span.
     reader = CaptureReader(paths, warn=warn, **({"batch_packets": 32} if speed else {}))
     eve = EveWriter(eve_target, warn)
@@ -554,13 +556,14 @@ def _replay(paths: Sequence[str], config: Config, eve_target: str | None, quiet:
     t0 = time.perf_counter()
     pace = _Pace(speed) if speed else None
     try:
-        for batch in reader:
-            if pace is not None:
-                pace.wait(int(batch.ts_ns[0]), int(batch.ts_ns[-1]))
-            pipe.process(batch)
-            progress.update(pipe.stats.packets)
-            metrics.tick()
-        pipe.finish()
+        with packet_processing():
+            for batch in reader:
+                if pace is not None:
+                    pace.wait(int(batch.ts_ns[0]), int(batch.ts_ns[-1]))
+                pipe.process(batch)
+                progress.update(pipe.stats.packets)
+                metrics.tick()
+            pipe.finish()
     finally:
         progress.close()
         eve.close()
@@ -596,7 +599,8 @@ def cmd_live(args: argparse.Namespace) -> int:
     # 0.1 s at 120,000 packets/s overflowed the ring.
     dnsp.preload()
     if args.workers > 1:
-        return _live_workers(args, config, listen, signatures, geo)
+        with packet_processing():
+            return _live_workers(args, config, listen, signatures, geo)
     capture = _open_live_source(args)
     if args.user:
         from monitor.privileges import drop_privileges
@@ -627,20 +631,21 @@ def cmd_live(args: argparse.Namespace) -> int:
     _log("start", interfaces=args.interface, source=args.source,
          metrics=f"http://{listen[0]}:{listen[1]}/metrics")
     try:
-        for batch in capture:
-            if reload.pending():
-                result = reload_pipeline(pipe, args.config,
-                                         geo_auto_reload_seconds=GEO_RELOAD_SECONDS)
-                if result.ok:
-                    _log("reload", changed=list(result.changed))
+        with packet_processing():
+            for batch in capture:
+                if reload.pending():
+                    result = reload_pipeline(pipe, args.config,
+                                             geo_auto_reload_seconds=GEO_RELOAD_SECONDS)
+                    if result.ok:
+                        _log("reload", changed=list(result.changed))
+                    else:
+                        collector.config_reload_errors += 1
+                        _log("reload_rejected", error=result.message)
+                if len(batch):
+                    pipe.process(batch)
                 else:
-                    collector.config_reload_errors += 1
-                    _log("reload_rejected", error=result.message)
-            if len(batch):
-                pipe.process(batch)
-            else:
-                pipe.tick(time.time_ns())
-        pipe.finish()
+                    pipe.tick(time.time_ns())
+            pipe.finish()
     finally:
         capture.close()
         eve.close()
