@@ -21,7 +21,7 @@ from geo import GeoDatabases, GeoError, format_geo_lines
 from monitor.capture.batch import Batch
 from monitor.capture.files import CaptureReader
 from monitor.config import Config, load_config
-from monitor.errors import CaptureError, ConfigError
+from monitor.errors import CaptureError, ConfigError, OutputError
 from monitor.eve import EveWriter
 from monitor.gcpolicy import packet_processing
 from monitor.pipeline import Pipeline
@@ -259,7 +259,7 @@ def _replay_workers(paths: Sequence[str], config: Config, signatures: SignatureS
         eve.close()
         _close_sinks(sinks)
     if errors:
-        print(f"avmon: error: reading the input: {errors[0]}", file=sys.stderr)
+        print(f"avmon: {errors[0]}", file=sys.stderr)
         return 1
     metrics.write()
     wall = time.perf_counter() - t0
@@ -315,7 +315,7 @@ def _replay_worker(reader: CaptureReader, config: Config, signatures: SignatureS
 
     def read_error(exc: Exception) -> None:
         if index == 0:
-            conn.send(("error", str(exc)))
+            conn.send(("error", f"error: reading the input: {exc}"))
 
     try:
         for batch in _read_guarded(reader, read_error):
@@ -336,6 +336,9 @@ def _replay_worker(reader: CaptureReader, config: Config, signatures: SignatureS
         pipe.finish()
         out.send(snapshot, force_metrics=True)
         conn.send(("stop", {**_totals(pipe), "eve_records": pipe.eve.records}))
+    except OutputError as exc:  # the EVE file it appends to (a full disk)
+        conn.send(("error", str(exc)))
+        return 1
     finally:
         dns.close()
     return 0
@@ -750,6 +753,9 @@ def _live_worker(args: argparse.Namespace, config: Config, signatures: Signature
                             "flows": pipe.table.stats.flows_created,
                             "alerts": sum(pipe.alerts.stats.alerts.values()),
                             "dropped": ring.dropped()}))
+    except OutputError as exc:  # the EVE file it appends to (a full disk)
+        _log("error", worker=index, message=str(exc))
+        return 1
     finally:
         dns.close()
         ring.close()
@@ -995,7 +1001,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"avmon: {exc}", file=sys.stderr)
         return 2
-    except CaptureError as exc:
+    except (CaptureError, OutputError) as exc:
         print(f"avmon: {exc}", file=sys.stderr)
         return 1
     except BrokenPipeError:

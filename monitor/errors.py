@@ -4,7 +4,8 @@ Protocol parsers raise exactly one family, :class:`ParseError` (and its subclass
 anything else escaping a parser is a bug. Capture sources raise :class:`CaptureError`
 for fatal problems (unreadable file, not a capture at all); damage found part-way through
 a capture ends that file with a warning instead. Configuration problems raise
-:class:`ConfigError`, whose message is the one line the CLI prints before exiting 2.
+:class:`ConfigError`, whose message is the one line the CLI prints before exiting 2. An
+output that cannot be written (a full disk) raises :class:`OutputError`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ __all__ = [
     "CaptureError",
     "ConfigError",
     "LimitExceeded",
+    "OutputError",
     "ParseError",
     "TrailingData",
     "Truncated",
@@ -65,3 +67,9 @@ class CaptureError(Exception):
 
 class ConfigError(Exception):
     """A configuration, signature or geo file is invalid (message: file, key, problem)."""
+
+
+class OutputError(OSError):
+    """Records cannot be written to an output (message: the output and the problem). An
+    OSError, so it passes every handler that lets the output's errors through (a failed
+    write is not the packet's fault)."""

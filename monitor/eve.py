@@ -20,7 +20,7 @@ from typing import IO, Any, Final
 import orjson
 
 from monitor.decode import Proto
-from monitor.errors import ConfigError
+from monitor.errors import ConfigError, OutputError
 from monitor.flow.table import TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, Flow
 from monitor.iptext import ip_text
 
@@ -165,6 +165,7 @@ class EveWriter:
     def __init__(self, target: str | None,
                  warn: Callable[[str], None] | None = None) -> None:
         #: None disables output; "-" is standard output.
+        self.target = target
         self._fd: int | None = None
         self._stream: IO[bytes] | None = None
         self.records = 0
@@ -208,18 +209,26 @@ class EveWriter:
     def _write_pending(self) -> None:
         if not self._pending:
             return
+        # Written or failed (the error goes on to the caller), the lines are not tried
+        # again: a retry after a partial write would repeat its lines.
         data = b"".join(self._pending)
         self._pending.clear()
         self._pending_bytes = 0
-        if self._fd is not None:
-            # Whole lines in one write(2) on an O_APPEND descriptor: never a torn record
-            # between two writers, and a short write goes on where it stopped.
-            view = memoryview(data)
-            while view:
-                n = os.write(self._fd, view)
-                view = view[n:]
-        elif self._stream is not None:
-            self._stream.write(data)
+        try:
+            if self._fd is not None:
+                # Whole lines in one write(2) on an O_APPEND descriptor: never a torn
+                # record between two writers, and a short write goes on where it stopped.
+                view = memoryview(data)
+                while view:
+                    n = os.write(self._fd, view)
+                    view = view[n:]
+            elif self._stream is not None:
+                self._stream.write(data)
+        except BrokenPipeError:
+            raise  # the reader of a pipe went away: not an error of ours
+        except OSError as e:
+            raise OutputError(f"--eve {self.target}: cannot write: "
+                              f"{e.strerror or e}") from None
 
     def flush(self) -> None:
         self._write_pending()

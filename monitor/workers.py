@@ -50,6 +50,9 @@ MAX_INBOX: Final = 200_000
 #: How often a worker sends its metrics to the parent (seconds).
 METRICS_SECONDS: Final = 1.0
 
+#: How long workers stopped because the first process failed get to end by themselves.
+STOP_SECONDS: Final = 5.0
+
 #: A watermark past any capture time: the worker has sent everything.
 END: Final = 2**63 - 1
 
@@ -216,6 +219,25 @@ def run_workers(count: int, make_source: Callable[[int], Any],
     for ring in rings:
         if ring is not None:
             ring.close()  # the workers hold their own mappings now
+    try:
+        failed = _relay(procs, conns, on_message)
+    except BaseException:
+        # This process cannot go on (its output failed): the workers are stopped, not
+        # left blocked on pipes nobody reads (and joined at exit: a hang).
+        _stop(procs, conns)
+        raise
+    for i, worker_proc in enumerate(procs):
+        worker_proc.join()
+        if worker_proc.exitcode != 0:
+            failed = True
+            log("error", message=f"worker {i} ended with exit code {worker_proc.exitcode}")
+    return 1 if failed else 0
+
+
+def _relay(procs: list[Any], conns: dict[Connection, int],
+           on_message: Callable[[int, tuple[Any, ...]], None]) -> bool:
+    """Pass the workers' messages to ``on_message`` until every worker has ended;
+    whether one failed (the others are then stopped)."""
     failed = False
     open_conns = dict(conns)
     while open_conns:
@@ -238,12 +260,23 @@ def run_workers(count: int, make_source: Callable[[int], Any],
             for other in procs:
                 if other.exitcode is None and other.pid is not None:
                     os.kill(other.pid, signal.SIGTERM)
-    for i, worker_proc in enumerate(procs):
-        worker_proc.join()
-        if worker_proc.exitcode != 0:
-            failed = True
-            log("error", message=f"worker {i} ended with exit code {worker_proc.exitcode}")
-    return 1 if failed else 0
+    return failed
+
+
+def _stop(procs: list[Any], conns: dict[Connection, int]) -> None:
+    """End every worker now: its pipe closed (a worker blocked writing to it gets an
+    error), SIGTERM, and SIGKILL for one still there after STOP_SECONDS."""
+    for conn in conns:
+        conn.close()
+    for proc in procs:
+        if proc.exitcode is None and proc.pid is not None:
+            os.kill(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_SECONDS
+    for proc in procs:
+        proc.join(max(deadline - time.monotonic(), 0))
+        if proc.exitcode is None:
+            proc.kill()
+            proc.join()
 
 
 def _child(worker: Callable[[int, Any, DnsExchange, Connection], int], index: int,

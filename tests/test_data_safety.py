@@ -103,6 +103,52 @@ def test_replay_is_byte_identical_run_after_run(inputs: list[Path], tmp_path: Pa
     assert outputs[0].count(b"\n") > 50
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_full_disk_is_one_line_not_a_traceback(workers: str) -> None:
+    """/dev/full fails every write with ENOSPC; with workers the first process writes to
+    it (it is not a regular file) and the workers are stopped, not left hanging."""
+    proc = avmon("replay", str(DEMO), "-q", "--eve", "/dev/full", "--workers", workers,
+                 timeout=120)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines()[-1] == \
+        "avmon: --eve /dev/full: cannot write: No space left on device"
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_file_that_cannot_grow_is_one_line_not_a_traceback(workers: str,
+                                                             tmp_path: Path) -> None:
+    """A regular file (workers append to it themselves) under a file size limit: writes
+    past it fail with EFBIG."""
+    import resource
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+
+    eve = tmp_path / "eve.json"
+    proc = subprocess.run([sys.executable, "-m", "monitor.cli", "replay", str(DEMO), "-q",
+                           "--eve", str(eve), "--workers", workers], capture_output=True,
+                          text=True, timeout=120, cwd=ROOT, preexec_fn=limit)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines()[-1] == f"avmon: --eve {eve}: cannot write: File too large"
+
+
+def test_lines_a_failed_write_held_are_not_written_again() -> None:
+    """A retry after a partial write would repeat its lines: once a write fails, its
+    lines are dropped, and closing does not try them again."""
+    from monitor.eve import EveWriter
+    from monitor.errors import OutputError
+
+    eve = EveWriter("/dev/full")
+    for i in range(3):
+        eve.write({"event_type": "flow", "n": i})
+    with pytest.raises(OutputError, match="^--eve /dev/full: cannot write: No space"):
+        eve.flush()
+    eve.close()
+    assert eve.records == 3
+
+
 @pytest.mark.parametrize(("option", "message"), [
     ("--eve", "cannot open for writing: No such file or directory"),
     ("--metrics-textfile", "is not a writable directory"),
