@@ -399,26 +399,19 @@ class FlowTable:
             grouped = _group_py(ah, al, bh, bl, pa, pb, pr, cols.depth, swap, pure_syn, flags,
                                 wl, ts, self._min_idle)
         inv, first, last, pkts, byts, fl, slow = grouped
-        g = first.shape[0]
         dirn = swap.astype(np.int64)  # 0: A->B, 1: B->A
 
-        pkts_l = pkts.tolist()
-        byts_l = byts.tolist()
-        fl_l = fl.tolist()
-        slow_l = slow.tolist()
-        ts_l_first = ts[first].tolist()
-        ts_l_last = ts[last].tolist()
-        syn_first = pure_syn[first].tolist()
-        keys_src = (ah[first].tolist(), al[first].tolist(), bh[first].tolist(),
-                    bl[first].tolist(), pa[first].tolist(), pb[first].tolist(),
-                    pr[first].tolist())
-        ipver_l = cols.ipver[idx][first].tolist()
-        swap_first = swap[first].tolist()
-        flags_first = flags[first].tolist()
-        frame_first = (pkt_index[first] + first_frame).tolist()
-        vlan_first = cols.vlan[idx][first].tolist()
-        icmp_first = (icmp[idx][first].tolist(), cols.sport[idx][first].tolist(),
-                      cols.dport[idx][first].tolist())
+        # Per group, its fields side by side (one list per field, read in step).
+        groups = zip(ah[first].tolist(), al[first].tolist(), bh[first].tolist(),
+                     bl[first].tolist(), pa[first].tolist(), pb[first].tolist(),
+                     pr[first].tolist(), slow.tolist(), ts[first].tolist(),
+                     ts[last].tolist(), pkts[:, 0].tolist(), pkts[:, 1].tolist(),
+                     byts[:, 0].tolist(), byts[:, 1].tolist(), fl[:, 0].tolist(),
+                     fl[:, 1].tolist(), pure_syn[first].tolist(),
+                     cols.ipver[idx][first].tolist(), swap[first].tolist(),
+                     flags[first].tolist(), (pkt_index[first] + first_frame).tolist(),
+                     cols.vlan[idx][first].tolist(), icmp[idx][first].tolist())
+        icmp_ports = (cols.sport[idx][first], cols.dport[idx][first])
         depth = cols.depth
         group_of_sel = np.empty(idx.shape[0], dtype=np.int64)
         now = int(ts_ns[-1]) if ts_ns.shape[0] else self.now_ns
@@ -427,38 +420,37 @@ class FlowTable:
         touches = self._touches
 
         slow_groups: list[int] = []
-        for gi in range(g):
-            key = (keys_src[0][gi], keys_src[1][gi], keys_src[2][gi], keys_src[3][gi],
-                   keys_src[4][gi], keys_src[5][gi], keys_src[6][gi], depth)
-            if slow_l[gi]:
+        for gi, (k0, k1, k2, k3, k4, k5, k6, is_slow, t0, t1, p_ab, p_ba, b_ab, b_ba, f_ab,
+                 f_ba, syn_first, ipver, swapped, flags0, frame0, vlan, is_icmp) \
+                in enumerate(groups):
+            key = (k0, k1, k2, k3, k4, k5, k6, depth)
+            if is_slow:
                 slow_groups.append(gi)
                 flows.append(None)  # type: ignore[arg-type]  # filled by the slow path
                 continue
             flow = flows_d.get(key)
-            t0 = ts_l_first[gi]
-            if flow is not None and self._ends_before(flow, t0, syn_first[gi]):
+            if flow is not None and self._ends_before(flow, t0, syn_first):
                 self._expire(flow, "closed" if flow.closed else "timeout")
                 flow = None
             if flow is None:
                 self._touches = touches
-                flow = self._new_flow(key, ipver_l[gi], swap_first[gi], flags_first[gi], t0,
-                                      frame_first[gi], vlan_first[gi])
+                flow = self._new_flow(key, ipver, swapped, flags0, t0, frame0, vlan)
                 touches = self._touches
-                if icmp_first[0][gi]:
-                    flow.ext["icmp"] = (icmp_first[1][gi], icmp_first[2][gi])
+                if is_icmp:
+                    flow.ext["icmp"] = (int(icmp_ports[0][gi]), int(icmp_ports[1][gi]))
             else:
                 queues[flow.tclass].move_to_end(key)
                 flow.touched = touches
                 touches += 1
-            p, b, f = pkts_l[gi], byts_l[gi], fl_l[gi]
-            flow.pkts_ab += p[0]
-            flow.pkts_ba += p[1]
-            flow.bytes_ab += b[0]
-            flow.bytes_ba += b[1]
-            flow.flags_ab |= f[0]
-            flow.flags_ba |= f[1]
-            flow.last_ns = max(flow.last_ns, ts_l_last[gi])
-            if (f[0] | f[1]) & (TCP_FIN | TCP_RST) and flow.tclass == Q_TCP_OPEN:
+            flow.pkts_ab += p_ab
+            flow.pkts_ba += p_ba
+            flow.bytes_ab += b_ab
+            flow.bytes_ba += b_ba
+            flow.flags_ab |= f_ab
+            flow.flags_ba |= f_ba
+            if t1 > flow.last_ns:
+                flow.last_ns = t1
+            if (f_ab | f_ba) & (TCP_FIN | TCP_RST) and flow.tclass == Q_TCP_OPEN:
                 self._closing(flow)
             flows.append(flow)
         self._touches = touches
