@@ -23,7 +23,7 @@ from monitor.capture.files import CaptureReader
 from monitor.config import Config, load_config
 from monitor.errors import CaptureError, ConfigError, OutputError
 from monitor.eve import EveWriter
-from monitor.gcpolicy import packet_processing
+from monitor.gcpolicy import before_exit, packet_processing
 from monitor.pipeline import Pipeline
 from monitor.sinks import AlertSink, build_sinks
 from signatures import (
@@ -1010,5 +1010,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def run() -> None:
+    """The ``avmon`` command: :func:`main`, then exit."""
+    code = main()
+    before_exit()
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -19,6 +19,10 @@ While packets are processed, the collector runs less often:
 - older and full collections :data:`OLDER` and :data:`FULL` times rarer than young ones,
   so the flow table is not walked while it is in use; cycles (rare here) are still
   collected.
+
+And when the command is done (:func:`before_exit`), the interpreter's own final
+collections are skipped: they walked everything still alive (caches, the signature set)
+and took 0.1-0.2 s of every run, after the last record was written.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Final
 
-__all__ = ["FULL", "OLDER", "YOUNG", "packet_processing"]
+__all__ = ["FULL", "OLDER", "YOUNG", "before_exit", "packet_processing"]
 
 #: Net container allocations between young collections.
 YOUNG: Final = 10_000
@@ -51,3 +55,11 @@ def packet_processing() -> Iterator[None]:
     finally:
         gc.set_threshold(*before)
         gc.unfreeze()
+
+
+def before_exit() -> None:
+    """The process ends next, with every output closed: what is left is freed as the
+    interpreter ends, without the collector's final passes over it. (Objects in cycles are
+    then not finalised; nothing of avmon's relies on that: files, sinks and the EVE writer
+    are closed explicitly.)"""
+    gc.freeze()

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import gc
+import json
 import subprocess
 import sys
+import tomllib
+from pathlib import Path
 from typing import Any
 
 from monitor import cli
@@ -12,6 +15,7 @@ from monitor.config import load_config
 from monitor.gcpolicy import FULL, OLDER, YOUNG, packet_processing
 from tests.recorder import free_port
 
+ROOT = Path(__file__).resolve().parent.parent
 TUNED = (YOUNG, OLDER, FULL)
 
 
@@ -95,3 +99,29 @@ def test_live_capture_processes_packets_under_the_settings() -> None:
                          check=True).stdout.splitlines()
     assert out[0] == f"{TUNED} True"
     assert out[-1] == str(gc.get_threshold())
+
+
+def test_the_command_exits_without_the_final_collections(tmp_path: Path) -> None:
+    """``avmon`` (monitor.cli:run) freezes what is left before the interpreter ends, once
+    every record is written."""
+    eve = tmp_path / "eve.json"
+    code = (
+        "import atexit, gc, sys\n"
+        "import monitor.cli as cli\n"
+        "atexit.register(lambda: print('frozen', gc.get_freeze_count() > 0))\n"
+        f"sys.argv = ['avmon', 'replay', '-q', '--workers', '1', '--eve', {str(eve)!r}]\n"
+        "cli.run()\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["frozen", "True"]
+    records = [json.loads(line) for line in eve.read_text().splitlines()]
+    in_process = tmp_path / "in-process.json"
+    assert cli._replay([str(cli.DEMO_CAPTURE)], load_config(None), str(in_process),
+                       True) == 0
+    assert len(records) == len(in_process.read_text().splitlines()) > 10
+
+
+def test_the_installed_command_is_the_one_that_freezes() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert project["project"]["scripts"]["avmon"] == "monitor.cli:run"
