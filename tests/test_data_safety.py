@@ -137,8 +137,8 @@ def test_a_file_that_cannot_grow_is_one_line_not_a_traceback(workers: str,
 def test_lines_a_failed_write_held_are_not_written_again() -> None:
     """A retry after a partial write would repeat its lines: once a write fails, its
     lines are dropped, and closing does not try them again."""
-    from monitor.eve import EveWriter
     from monitor.errors import OutputError
+    from monitor.eve import EveWriter
 
     eve = EveWriter("/dev/full")
     for i in range(3):

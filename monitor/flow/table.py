@@ -410,7 +410,7 @@ class FlowTable:
                      fl[:, 1].tolist(), pure_syn[first].tolist(),
                      cols.ipver[idx][first].tolist(), swap[first].tolist(),
                      flags[first].tolist(), (pkt_index[first] + first_frame).tolist(),
-                     cols.vlan[idx][first].tolist(), icmp[idx][first].tolist())
+                     cols.vlan[idx][first].tolist(), icmp[idx][first].tolist(), strict=True)
         icmp_ports = (cols.sport[idx][first], cols.dport[idx][first])
         depth = cols.depth
         group_of_sel = np.empty(idx.shape[0], dtype=np.int64)
