@@ -105,7 +105,8 @@ PORT_VXLAN: Final = 4789
 class Columns:
     """Decoded per-packet columns for one layer (outer, or one tunnel level) of a batch."""
 
-    #: Index of the packet within its batch (the same packet may appear in several layers).
+    #: Index of the packet within its batch (the same packet may appear in several layers),
+    #: increasing: a layer holds its packets in batch order.
     index: I64
     #: 0 when decoded, else an :class:`Undecoded` value.
     reason: U8

@@ -376,20 +376,26 @@ class FlowTable:
         idx = np.flatnonzero(ok)
         if idx.shape[0] == 0:  # only fragments no flow can be found for
             return Assignment(flows, group, to_server)
-        sh, sl, dh, dl = cols.src_hi[idx], cols.src_lo[idx], cols.dst_hi[idx], cols.dst_lo[idx]
-        sp, dp = sport[idx], dport[idx]
+        # Usually every packet of the layer has a flow, and the layer is the whole batch:
+        # then its columns are taken as they are (views), not gathered (copies).
+        sel: slice | npt.NDArray[np.int64] = slice(None) if idx.shape[0] == n else idx
+        sh, sl, dh, dl = cols.src_hi[sel], cols.src_lo[sel], cols.dst_hi[sel], cols.dst_lo[sel]
+        sp, dp = sport[sel], dport[sel]
         swap = (sh > dh) | ((sh == dh) & ((sl > dl) | ((sl == dl) & (sp > dp))))
         ah, al = np.where(swap, dh, sh), np.where(swap, dl, sl)
         bh, bl = np.where(swap, sh, dh), np.where(swap, sl, dl)
         pa, pb = np.where(swap, dp, sp), np.where(swap, sp, dp)
-        flags = cols.tcpflags[idx]
+        flags = np.ascontiguousarray(cols.tcpflags[sel])
+        proto_sel = proto[sel]
         # Groups that need packet order: a pure SYN that is not the group's first packet,
         # a later fragment, or an idle gap longer than the shortest timeout.
-        pure_syn = (proto[idx] == Proto.TCP) & ((flags & (TCP_SYN | TCP_ACK)) == TCP_SYN)
-        pkt_index = cols.index[idx]
-        wl = wirelens[pkt_index]
-        ts = ts_ns[pkt_index]
-        pr = proto[idx].astype(np.uint64)
+        pure_syn = (proto_sel == Proto.TCP) & ((flags & (TCP_SYN | TCP_ACK)) == TCP_SYN)
+        pkt_index = cols.index[sel]
+        if pkt_index.shape[0] == ts_ns.shape[0]:  # increasing, so every packet in order
+            wl, ts = np.ascontiguousarray(wirelens), np.ascontiguousarray(ts_ns)
+        else:
+            wl, ts = wirelens[pkt_index], ts_ns[pkt_index]
+        pr = proto_sel.astype(np.uint64)
         grouped = None
         if native_flows is not None:
             grouped = native_flows.group(ah, al, bh, bl, pa, pb, pr, cols.depth,
@@ -408,10 +414,10 @@ class FlowTable:
                      ts[last].tolist(), pkts[:, 0].tolist(), pkts[:, 1].tolist(),
                      byts[:, 0].tolist(), byts[:, 1].tolist(), fl[:, 0].tolist(),
                      fl[:, 1].tolist(), pure_syn[first].tolist(),
-                     cols.ipver[idx][first].tolist(), swap[first].tolist(),
+                     cols.ipver[sel][first].tolist(), swap[first].tolist(),
                      flags[first].tolist(), (pkt_index[first] + first_frame).tolist(),
-                     cols.vlan[idx][first].tolist(), icmp[idx][first].tolist(), strict=True)
-        icmp_ports = (cols.sport[idx][first], cols.dport[idx][first])
+                     cols.vlan[sel][first].tolist(), icmp[sel][first].tolist(), strict=True)
+        icmp_ports = (cols.sport[sel][first], cols.dport[sel][first])
         depth = cols.depth
         group_of_sel = np.empty(idx.shape[0], dtype=np.int64)
         now = int(ts_ns[-1]) if ts_ns.shape[0] else self.now_ns
@@ -460,9 +466,9 @@ class FlowTable:
             self._slow_path(slow_groups, inv, idx, swap, pr, ah, al, bh, bl, pa, pb, flags,
                             ts, wl, cols, pkt_index, first_frame, flows, group_of_sel)
 
-        group[idx] = group_of_sel
+        group[sel] = group_of_sel
         client_is_a = np.array([f.client_is_a for f in flows], dtype=np.bool_)
-        to_server[idx] = (dirn == 0) == client_is_a[group_of_sel]
+        to_server[sel] = (dirn == 0) == client_is_a[group_of_sel]
         self.now_ns = max(self.now_ns, now)
         return Assignment(flows, group, to_server)
 
