@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -27,9 +28,10 @@ DEMO = ROOT / "monitor" / "data" / "demo.pcap"
 DEMO_CONFIG = ROOT / "monitor" / "data" / "demo.toml"
 
 
-def avmon(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def avmon(*args: str, timeout: float = 300,
+          preexec_fn: Callable[[], None] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "monitor.cli", *args], capture_output=True,
-                          text=True, timeout=timeout, cwd=ROOT)
+                          text=True, timeout=timeout, cwd=ROOT, preexec_fn=preexec_fn)
 
 
 def whole_records(path: Path) -> list[dict[str, object]]:
@@ -126,9 +128,8 @@ def test_a_file_that_cannot_grow_is_one_line_not_a_traceback(workers: str,
         resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
 
     eve = tmp_path / "eve.json"
-    proc = subprocess.run([sys.executable, "-m", "monitor.cli", "replay", str(DEMO), "-q",
-                           "--eve", str(eve), "--workers", workers], capture_output=True,
-                          text=True, timeout=120, cwd=ROOT, preexec_fn=limit)
+    proc = avmon("replay", str(DEMO), "-q", "--eve", str(eve), "--workers", workers,
+                 timeout=120, preexec_fn=limit)
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
     assert proc.stderr.splitlines()[-1] == f"avmon: --eve {eve}: cannot write: File too large"
