@@ -17,7 +17,7 @@ import datetime as dt
 import json
 import os
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Protocol
@@ -87,6 +87,8 @@ class AlertEngine:
         #: The batch layer being processed (batch, packet index, assignment), so alert
         #: counters can be given as of the alerting frame, not the end of the batch.
         self.context: tuple[Batch, np.ndarray[Any, Any], Assignment] | None = None
+        #: The group of each flow in the assignment last asked about (by object id).
+        self._groups: tuple[Assignment, dict[int, int]] | None = None
         #: Flows alerted by a rule with an upload threshold, not yet escalated.
         self._watch: dict[int, tuple[Flow, Verdict, dict[str, Any]]] = {}
 
@@ -126,13 +128,28 @@ class AlertEngine:
                                   verdict, geo)
             self._raise(flow, verdict, verdict.rule.severity, detail, ts_ns, frame,
                         escalation=False)
-            if verdict.rule.upload_threshold_bytes:
+            threshold = verdict.rule.upload_threshold_bytes
+            crossed = flow.ext.get("crossed", {}).get(threshold) if threshold else None
+            if crossed is not None:  # while the flow waited to be judged
+                self._escalate(flow, verdict, detail, *crossed)
+            elif threshold:
                 self._watch[id(flow)] = (flow, verdict, detail)
 
     def after_batch(self, batch: Batch,
-                    assigned: list[tuple[np.ndarray[Any, Any], Assignment]]) -> None:
+                    assigned: list[tuple[np.ndarray[Any, Any], Assignment]],
+                    unjudged: Iterable[Flow] = ()) -> None:
         """Escalate watched flows whose upload crossed their rule's threshold in this
-        batch, stamped with the packet that crossed it."""
+        batch, stamped with the packet that crossed it.
+
+        ``unjudged``: flows that settled but wait to be judged (for other workers' DNS
+        answers). Where their upload crossed a threshold is kept, so that the escalation
+        raised once they are judged is stamped as if they had been watched all along."""
+        thresholds = {r.upload_threshold_bytes for r in self.config.policy.rules} - {0}
+        if thresholds:
+            lowest = min(thresholds)
+            for flow in unjudged:
+                if flow.bytes_toserver >= lowest and self.segments.lookup(flow.src_addr):
+                    self._note_crossings(flow, thresholds, batch, assigned)
         if not self._watch:
             return
         due = {k: w for k, w in self._watch.items()
@@ -144,19 +161,34 @@ class AlertEngine:
             for key, gi in where.items():
                 flow, verdict, detail = due.pop(key)
                 del self._watch[key]
-                sel = np.flatnonzero((assign.group == gi) & assign.to_server)
-                pkt = index[sel]
-                sent = np.cumsum(batch.wirelens[pkt])
-                before = flow.bytes_toserver - int(sent[-1]) if sent.shape[0] else 0
-                crossing = np.searchsorted(sent, verdict.rule.upload_threshold_bytes - before)
-                j = int(pkt[min(int(crossing), pkt.shape[0] - 1)]) if pkt.shape[0] else 0
+                ts_ns, frame = _crossing(flow, verdict.rule.upload_threshold_bytes, batch,
+                                         index, assign, gi)
                 self.context = (batch, index, assign)
-                self._escalate(flow, verdict, detail, int(batch.ts_ns[j]),
-                               batch.first_frame + j)
+                self._escalate(flow, verdict, detail, ts_ns, frame)
                 self.context = None
         for key, (flow, verdict, detail) in due.items():  # crossed in an earlier layer
             del self._watch[key]
             self._escalate(flow, verdict, detail, flow.last_ns, flow.first_frame)
+
+    def _note_crossings(self, flow: Flow, thresholds: set[int], batch: Batch,
+                        assigned: list[tuple[np.ndarray[Any, Any], Assignment]]) -> None:
+        """Keep, for each of the rules' ``thresholds`` that ``flow``'s upload has now
+        crossed, the packet :meth:`after_batch` would have stamped an escalation with, and
+        the flow's counters there (in ``flow.ext["crossed"]`` and ``["counts_at"]``)."""
+        crossed: dict[int, tuple[int, int]] = flow.ext.setdefault("crossed", {})
+        for threshold in thresholds:
+            if threshold in crossed or flow.bytes_toserver < threshold:
+                continue
+            stamp = flow.last_ns, flow.first_frame
+            for index, assign in assigned:
+                gi = self._group_of(flow, assign)
+                if gi is not None:
+                    stamp = _crossing(flow, threshold, batch, index, assign, gi)
+                    self.context = (batch, index, assign)
+                    break
+            crossed[threshold] = stamp
+            flow.ext.setdefault("counts_at", {})[stamp[1]] = self.counts_at(flow, stamp[1])
+            self.context = None
 
     def flow_ended(self, flow: Flow) -> None:
         watched = self._watch.pop(id(flow), None)
@@ -178,15 +210,16 @@ class AlertEngine:
     def counts_at(self, flow: Flow, frame: int) -> tuple[int, int, int, int]:
         """The flow's counters (packets/bytes to server/client) up to and including
         ``frame``: the flow table has already counted the whole batch."""
-        pinned: tuple[int, tuple[int, int, int, int]] | None = flow.ext.get("counts_at")
-        if pinned is not None and pinned[0] == frame:
-            return pinned[1]  # taken when the flow settled, before it waited for a name
+        pinned: dict[int, tuple[int, int, int, int]] | None = flow.ext.get("counts_at")
+        if pinned is not None and frame in pinned:
+            # taken when the flow settled or crossed a threshold while it waited for a name
+            return pinned[frame]
         pts, ptc = flow.pkts_toserver, flow.pkts_toclient
         bts, btc = flow.bytes_toserver, flow.bytes_toclient
         if self.context is None:
             return pts, ptc, bts, btc
         batch, index, assign = self.context
-        gi = next((i for i, f in enumerate(assign.flows) if f is flow), None)
+        gi = self._group_of(flow, assign)
         if gi is None:
             return pts, ptc, bts, btc
         sel = np.flatnonzero(assign.group == gi)
@@ -198,6 +231,15 @@ class AlertEngine:
         wl = batch.wirelens[index[sel]]
         return (pts - int(up.sum()), ptc - int(down.sum()), bts - int(wl[up].sum()),
                 btc - int(wl[down].sum()))
+
+    def _group_of(self, flow: Flow, assign: Assignment) -> int | None:
+        """The group of ``flow`` in ``assign`` (None: it has no packet there). Many flows
+        are asked about in one layer: its groups are indexed once."""
+        groups = self._groups
+        if groups is None or groups[0] is not assign:
+            # the flows stay alive while the assignment is held here: their ids are unique
+            groups = self._groups = (assign, {id(f): i for i, f in enumerate(assign.flows)})
+        return groups[1].get(id(flow))
 
     def _detail(self, flow: Flow, attr: Attribution, segment: str, classification: str,
                 facts: list[JurisdictionFact], verdict: Verdict,
@@ -255,6 +297,20 @@ class AlertEngine:
         self.emit(rec)
         if self.evidence is not None:
             self.evidence.alert(flow, rec)
+
+
+def _crossing(flow: Flow, threshold: int, batch: Batch, index: np.ndarray[Any, Any],
+              assign: Assignment, gi: int) -> tuple[int, int]:
+    """Time and frame of the packet of group ``gi`` (``flow``) in this layer with which its
+    bytes to the server reached ``threshold`` (they have: the table counted the batch);
+    its first packet to the server here if they had before it."""
+    sel = np.flatnonzero((assign.group == gi) & assign.to_server)
+    pkt = index[sel]
+    sent = np.cumsum(batch.wirelens[pkt])
+    before = flow.bytes_toserver - int(sent[-1]) if sent.shape[0] else 0
+    crossing = np.searchsorted(sent, threshold - before)
+    j = int(pkt[min(int(crossing), pkt.shape[0] - 1)]) if pkt.shape[0] else 0
+    return int(batch.ts_ns[j]), batch.first_frame + j
 
 
 def _fact(f: JurisdictionFact) -> dict[str, str]:

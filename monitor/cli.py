@@ -300,6 +300,7 @@ def _replay_worker(reader: CaptureReader, config: Config, signatures: SignatureS
                     dns_complete=lambda flow: dns.complete(flow.first_frame),
                     partition=(index, workers))
     pipe.wait_seconds = None  # wait as long as it takes: the other workers get there
+    pipe.complete_names = True  # every record as one process writes it
     collector = PipelineCollector(pipe, source="replay", version=__version__)
     snapshot = lambda: list(collector.collect())  # noqa: E731
     # Watermarks are frame numbers: every worker sees the same frames, and one process

@@ -97,6 +97,12 @@ class Pipeline:
         #: Longest a flow waits for them (wall-clock seconds); None: until they come (a
         #: replay, where every worker gets there and the result must not depend on speed).
         self.wait_seconds: float | None = WAIT_SECONDS
+        #: A flow that carries its own name (SNI, Host) waits for the other workers'
+        #: answers too, so the further names its client resolved for the address
+        #: (``avmon.other_names``) are complete: a replay's records are then those of one
+        #: process. Off (live), such a flow is judged at once and its alert is not delayed
+        #: for names that cannot change its vendor.
+        self.complete_names = False
         #: Flows waiting to be judged, and flows that ended while waiting (their records
         #: wait too): id -> (flow, settle time, settle frame, wall-clock since).
         self._waiting: dict[int, tuple[Flow, int, int, float]] = {}
@@ -167,7 +173,7 @@ class Pipeline:
         if self.evidence is not None:
             for index, assign in assigned:
                 self.evidence.process(batch, index, assign)
-        self.alerts.after_batch(batch, assigned)
+        self.alerts.after_batch(batch, assigned, [w[0] for w in self._waiting.values()])
         av = self._av_flows
         if av:
             touched = sum(len(a.flows) for _, a in assigned)
@@ -259,11 +265,13 @@ class Pipeline:
         so the alert carries the best indicator, whatever the batch boundaries."""
         if "judged" in flow.ext:
             return
-        if "fact_at" in flow.ext and _unnamed(flow):
+        if self._dns_may_add(flow):
             if not final and self._name_may_come(flow) and (id(flow) in self._waiting
                                                              or self._room(self._waiting)):
                 if id(flow) not in self._waiting:
-                    flow.ext["counts_at"] = (frame, self.alerts.counts_at(flow, frame))
+                    if self.alerts.segments.lookup(flow.src_addr):  # else it cannot alert
+                        flow.ext.setdefault("counts_at", {})[frame] = \
+                            self.alerts.counts_at(flow, frame)
                     self._waiting[id(flow)] = (flow, ts_ns, frame, time.monotonic())
                 return
             self.on_facts(flow)  # a DNS answer may have arrived since the flow opened
@@ -284,6 +292,11 @@ class Pipeline:
             self._av_flows[id(flow)] = flow
         self.alerts.check(flow, attr, ts_ns, frame)
 
+    def _dns_may_add(self, flow: Flow) -> bool:
+        """A DNS answer may still add to what is known of ``flow``: its name if it has
+        none, or (with :attr:`complete_names`) further names."""
+        return "fact_at" in flow.ext and (self.complete_names or _unnamed(flow))
+
     def _room(self, waiting: dict[int, tuple[Flow, int, int, float]]) -> bool:
         """Room for one more waiting flow (counted when there is none)."""
         if len(waiting) < self.config.limits.waiting_flows:
@@ -298,8 +311,7 @@ class Pipeline:
     def _hold(self, flow: Flow, rec: dict[str, Any]) -> bool:
         """Keep back a record of a flow whose name may still come from another worker;
         it is written, with the name, when the flow is judged."""
-        if self.dns_complete is None or "judged" in flow.ext or "fact_at" not in flow.ext \
-                or not _unnamed(flow):
+        if self.dns_complete is None or "judged" in flow.ext or not self._dns_may_add(flow):
             return False
         if self._name_may_come(flow):
             flow.ext.setdefault("held", []).append(rec)
@@ -326,8 +338,7 @@ class Pipeline:
     def _flow_ended(self, flow: Flow) -> None:
         self.dissector.release(flow)
         waiting = self._waiting.pop(id(flow), None)
-        if "fact_at" in flow.ext and _unnamed(flow) and self._name_may_come(flow) \
-                and self._room(self._ended):
+        if self._dns_may_add(flow) and self._name_may_come(flow) and self._room(self._ended):
             # Its name may still come from another worker: the record waits with it.
             self._ended[id(flow)] = waiting or (flow, flow.last_ns, flow.first_frame,
                                                 time.monotonic())

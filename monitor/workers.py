@@ -100,6 +100,9 @@ class WorkerDns:
         self._held = 0
         #: Messages received from each worker (dropped ones included).
         self._counts = [0] * exchange.workers
+        self._others = [j for j in range(exchange.workers) if j != index]
+        #: The latest time :meth:`complete` held for: it holds for every earlier one too.
+        self._complete_upto = -1
         self._lock = threading.Lock()
         # A thread empties this worker's inbox as entries come, so a sender never blocks
         # on a full pipe while this worker is busy with a batch.
@@ -148,9 +151,11 @@ class WorkerDns:
     def complete(self, ts_ns: int) -> bool:
         """Has every other worker sent its answers seen up to ``ts_ns`` (capture time, or
         frame number in a replay)?"""
+        if ts_ns <= self._complete_upto:
+            return True  # those entries were taken in when it first held
         ex = self.exchange
         n = ex.workers
-        others = [j for j in range(n) if j != self.index]
+        others = self._others
         # The watermark is raised after the entries are sent: once it has passed ts_ns,
         # the entries are complete when every message sent so far has been received.
         if not all(ex.watermarks[j] >= ts_ns for j in others):
@@ -159,6 +164,7 @@ class WorkerDns:
             if any(self._counts[j] < ex.sent[j * n + self.index] for j in others):
                 return False
         self.take_in()
+        self._complete_upto = ts_ns
         return True
 
     def wait_complete(self, ts_ns: int) -> None:
