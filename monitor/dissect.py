@@ -169,6 +169,11 @@ class Dissector:
         flows = assign.flows
         if not flows:
             return
+        for g, held in assign.adopted:  # fragments that came before their first one
+            flow = flows[g]
+            if flow.inspect and flow.proto in (Proto.UDP, Proto.TCP):
+                self._add_fragment(flow, held.ipid, held.offset, held.data, held.more,
+                                   held.ts_ns)
         inspect = np.fromiter((f.inspect for f in flows), dtype=np.bool_, count=len(flows))
         first = np.fromiter((f.first_frame for f in flows), dtype=np.int64, count=len(flows))
         group = assign.group
@@ -307,15 +312,6 @@ class Dissector:
                     t: int) -> bytes | None:
         """Collect the fragments of one UDP or TCP datagram; the whole datagram (from its
         transport header on) once complete."""
-        trains: dict[int, _Train] = flow.ext.setdefault("frags", {})
-        ipid = int(cols.ipid[i])
-        train = trains.get(ipid)
-        if train is None:
-            if len(trains) >= MAX_FRAGMENT_TRAINS_PER_FLOW:
-                oldest = min(trains, key=lambda k: trains[k].first_ns)
-                del trains[oldest]
-                self.stats.error("ip", _Overflow("fragment trains per flow"))
-            train = trains[ipid] = _Train(t)
         if cols.frag[i] == 1:
             # The first fragment's data starts with the transport header.
             head = UDP_HEADER if cols.proto[i] == Proto.UDP else \
@@ -327,27 +323,42 @@ class Dissector:
             length = int(cols.paylen[i]) + head
         else:
             start, length = int(cols.payoff[i]), int(cols.paylen[i])
-        offset = int(cols.fragoff[i])
+        return self._add_fragment(flow, int(cols.ipid[i]), int(cols.fragoff[i]),
+                                  buf[start:start + length], bool(cols.more[i]), t)
+
+    def _add_fragment(self, flow: Flow, ipid: int, offset: int, data: memoryview | bytes,
+                      more: bool, t: int) -> bytes | None:
+        """Add one fragment's data at ``offset`` to datagram ``ipid`` of ``flow``; the
+        whole datagram once complete."""
+        trains: dict[int, _Train] = flow.ext.setdefault("frags", {})
+        train = trains.get(ipid)
+        if train is None:
+            if len(trains) >= MAX_FRAGMENT_TRAINS_PER_FLOW:
+                oldest = min(trains, key=lambda k: trains[k].first_ns)
+                del trains[oldest]
+                self.stats.error("ip", _Overflow("fragment trains per flow"))
+            train = trains[ipid] = _Train(t)
+        length = len(data)
         if offset + length > MAX_DATAGRAM or train.size + length > 2 * MAX_DATAGRAM:
             del trains[ipid]
             self.stats.error("ip", _Overflow("fragmented datagram too large"))
             return None
-        train.pieces.setdefault(offset, bytes(buf[start:start + length]))
+        train.pieces.setdefault(offset, bytes(data))
         train.size += length
-        if not cols.more[i]:
+        if not more:
             train.end = offset + length
         if train.end is None:
             return None
-        data = bytearray()
+        whole = bytearray()
         for off in sorted(train.pieces):
             piece = train.pieces[off]
-            if off > len(data):
+            if off > len(whole):
                 return None  # a hole: wait for the missing fragment
-            data += piece[len(data) - off:]
-        if len(data) < train.end:
+            whole += piece[len(whole) - off:]
+        if len(whole) < train.end:
             return None
         del trains[ipid]
-        return bytes(data[:train.end])
+        return bytes(whole[:train.end])
 
     # -- TCP -----------------------------------------------------------------------
     def _tcp(self, flow: Flow, payload: memoryview, to_server: bool, seq: int, flags: int,

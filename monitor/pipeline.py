@@ -160,7 +160,8 @@ class Pipeline:
         for cols in layers:
             if cols.depth:
                 st.tunnelled_packets += len(cols)
-            assign = self.table.update(cols, batch.ts_ns, batch.wirelens, batch.first_frame)
+            assign = self.table.update(cols, batch.ts_ns, batch.wirelens, batch.first_frame,
+                                       batch.buffer)
             self.alerts.context = (batch, cols.index, assign)
             self.dissector.process(batch, cols, assign)
             assigned.append((cols.index, assign))

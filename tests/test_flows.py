@@ -10,6 +10,7 @@ import shutil
 import subprocess
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 from scapy.layers.inet import ICMP, IP, TCP, UDP, fragment
@@ -244,16 +245,68 @@ def test_ip_fragments_counted_in_their_flow(tmp_path: Path) -> None:
     compare_with_tshark(path, records)
 
 
-def test_later_fragment_before_first_is_counted_not_lost(tmp_path: Path) -> None:
-    big = IP(src="10.20.1.10", dst="10.0.0.53", id=78) / UDP(sport=5354, dport=53) \
+def _udp_fragments(ident: int, sport: int) -> list[Any]:
+    big = IP(src="10.20.1.10", dst="10.0.0.53", id=ident) / UDP(sport=sport, dport=53) \
         / Raw(b"q" * 3000)
     frags = fragment(big, fragsize=1000)
-    pkts = [Ether() / p for p in [frags[1], frags[0], frags[2]]]
+    assert len(frags) == 4
+    return list(frags)
+
+
+def test_later_fragment_before_first_is_held_and_counted(tmp_path: Path) -> None:
+    frags = _udp_fragments(78, 5354)
+    pkts = [Ether() / p for p in [frags[1], frags[0], frags[3], frags[2]]]
     path = _write(tmp_path / "ooo.pcap", pkts)
+    records, pipe = replay([path], tmp_path)
+    assert pipe.table.stats.fragments_unattributed == 0
+    (f,) = flows(records, "UDP")
+    assert f["flow"]["pkts_toserver"] == 4
+    assert f["flow"]["bytes_toserver"] == sum(len(p) for p in pkts)
+
+
+def test_held_fragments_whose_first_never_comes_are_unattributed(tmp_path: Path) -> None:
+    frags = _udp_fragments(79, 5355)
+    other = IP(src="10.20.1.10", dst="10.0.0.53") / UDP(sport=5356, dport=53) / Raw(b"x")
+    pkts = [Ether() / p for p in [frags[2], frags[1], other]]
+    path = _write(tmp_path / "orphans.pcap", pkts)
+    records, pipe = replay([path], tmp_path)
+    assert pipe.table.stats.fragments_unattributed == 2
+    assert [f["src_port"] for f in flows(records, "UDP")] == [5356]
+
+
+def test_held_fragments_expire_with_the_fragment_timeout(tmp_path: Path) -> None:
+    from monitor.flow.table import FRAGMENT_TIMEOUT_NS
+
+    frags = _udp_fragments(80, 5357)
+    pkts = [Ether() / p for p in [frags[1], frags[0]]]
+    path = _write(tmp_path / "late.pcap", pkts)
+    pkts[1].time = pkts[0].time + FRAGMENT_TIMEOUT_NS / 1e9 + 1
+    wrpcap(str(path), pkts)
     records, pipe = replay([path], tmp_path)
     assert pipe.table.stats.fragments_unattributed == 1
     (f,) = flows(records, "UDP")
-    assert f["flow"]["pkts_toserver"] == 2
+    assert f["flow"]["pkts_toserver"] == 1
+
+
+def test_held_fragments_are_bounded(tmp_path: Path) -> None:
+    from monitor.decode import decode
+    from monitor.flow.table import MAX_HELD_FRAGMENTS, FlowTable
+
+    extra = 10
+    pkts = []
+    for ident in range(MAX_HELD_FRAGMENTS + extra):
+        big = IP(src="10.20.1.10", dst="10.0.0.53", id=ident) / UDP(sport=7000, dport=53) \
+            / Raw(b"q" * 100)
+        pkts.append(Ether() / fragment(big, fragsize=64)[1])
+    path = _write(tmp_path / "many.pcap", pkts)
+    table = FlowTable()
+    for batch in CaptureReader([str(path)]):
+        table.update(decode(batch), batch.ts_ns, batch.wirelens, batch.first_frame,
+                     batch.buffer)
+    assert table.stats.fragments_unattributed == extra
+    assert table._held_count == MAX_HELD_FRAGMENTS
+    table.flush()
+    assert table.stats.fragments_unattributed == MAX_HELD_FRAGMENTS + extra
 
 
 # -- the flow table's lifecycle ---------------------------------------------------------

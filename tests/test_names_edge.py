@@ -282,11 +282,26 @@ def test_hello_never_completes(closed: bool, tmp_path: Path) -> None:
 @pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
 @pytest.mark.parametrize("cuts", [[24], [32, 400], [64, 128, 256, 512, 1024]],
                          ids=["after-header", "two", "five"])
-@pytest.mark.parametrize("reverse", [False, True], ids=["in-order", "later-reversed"])
-def test_hello_in_ip_fragments(v6: bool, cuts: list[int], reverse: bool,
+@pytest.mark.parametrize("order", ["in-order", "later-reversed", "first-last", "reversed"])
+def test_hello_in_ip_fragments(v6: bool, cuts: list[int], order: str,
                                tmp_path: Path) -> None:
-    """A client that fragments its segments at the IP layer does not hide its hello (the
-    first fragment, which carries the ports, must come first; the others in any order)."""
+    """A client that fragments its segments at the IP layer does not hide its hello,
+    whatever order the fragments come in: the later ones (which carry no ports) are held
+    until the first one names the flow."""
+    frames = _fragmented_hello(v6, cuts, order)
+    records, pipe = run_pipeline(frames, tmp_path)
+    assert [r["tls"]["sni"] for r in by_type(records, "tls")] == [KSN]
+    [flow] = flows(records)
+    assert flow["avmon"]["vendor"] == "kaspersky"
+    # every fragment is counted in the flow (all but the server's SYN-ACK and FIN)
+    assert flow["flow"]["pkts_toserver"] == len(frames) - 2
+    assert pipe.table.stats.fragments_unattributed == 0
+
+
+def _fragmented_hello(v6: bool, cuts: list[int], order: str) -> list[tuple[int, bytes]]:
+    """A TLS session whose ClientHello segment is cut into IP fragments at ``cuts``, sent
+    in ``order``: in-order, later-reversed (the first, then the rest last first),
+    first-last (the later ones in order, then the first) or reversed (last first)."""
     from tests.mutate import fragment_frame
     hello = synth.client_hello(KSN, groups=PQ_GROUPS, seed=18)
     clock = Clock()
@@ -295,14 +310,29 @@ def test_hello_in_ip_fragments(v6: bool, cuts: list[int], reverse: bool,
     frames: list[tuple[int, bytes]] = []
     for ts, frame in conn.open() + conn.pieces(hello, [1200]) + conn.close():
         pieces = fragment_frame(frame, cuts) if len(frame) > 200 else [frame]
-        if reverse:
+        if order == "later-reversed":
             pieces = [pieces[0], *pieces[:0:-1]]
+        elif order == "first-last":
+            pieces = [*pieces[1:], pieces[0]]
+        elif order == "reversed":
+            pieces = pieces[::-1]
         frames += [(ts + k, piece) for k, piece in enumerate(pieces)]
     assert len(frames) > 8 + len(cuts)
-    records, pipe = run_pipeline(frames, tmp_path)
+    return frames
+
+
+@pytest.mark.parametrize("batch_packets", [1, 2, 3])
+def test_fragments_held_across_batches(batch_packets: int, tmp_path: Path) -> None:
+    """The first fragment comes last and in a later batch than the others: what was held
+    from the earlier batches (their bytes copied) completes the hello."""
+    frames = _fragmented_hello(False, [64, 128, 256, 512, 1024], "reversed")
+    path = tmp_path / "frags.pcap"
+    with PcapWriter(path) as w:
+        w.write_all(frames)
+    records = replay_batched(path, tmp_path, batch_packets)
     assert [r["tls"]["sni"] for r in by_type(records, "tls")] == [KSN]
     [flow] = flows(records)
-    assert flow["avmon"]["vendor"] == "kaspersky"
+    assert flow["flow"]["pkts_toserver"] == len(frames) - 2
 
 
 def test_hello_missing_middle_segment_is_not_guessed(tmp_path: Path) -> None:
@@ -680,10 +710,10 @@ def test_dns_several_addresses_and_vendor_only_on_cname(tmp_path: Path) -> None:
         assert rec["avmon"]["vendor"] == "kaspersky"
 
 
-@pytest.mark.parametrize("reverse", [False, True], ids=["in-order", "later-reversed"])
-def test_fragmented_dns_answer_names_flow(reverse: bool, tmp_path: Path) -> None:
-    """An answer too big for one packet (60 A records) arrives in IP fragments, the later
-    ones possibly out of order (the first must come first: it carries the ports)."""
+@pytest.mark.parametrize("order", ["in-order", "later-reversed", "reversed"])
+def test_fragmented_dns_answer_names_flow(order: str, tmp_path: Path) -> None:
+    """An answer too big for one packet (60 A records) arrives in IP fragments, in any
+    order: the first one, which carries the ports, may come last."""
     from scapy.all import IP, UDP, Ether, fragment
 
     addresses = [f"198.51.100.{i}" for i in range(1, 60)] + [SERVER]
@@ -696,7 +726,9 @@ def test_fragmented_dns_answer_names_flow(reverse: bool, tmp_path: Path) -> None
     frags = [bytes(Ether(src="00:00:5e:00:01:fe", dst="02:00:00:00:00:01") / f)
              for f in fragment(pkt, fragsize=400)]
     assert len(frags) >= 3
-    frames += [clock(f) for f in ([frags[0], *frags[:0:-1]] if reverse else frags)]
+    ordered = {"in-order": frags, "later-reversed": [frags[0], *frags[:0:-1]],
+               "reversed": frags[::-1]}[order]
+    frames += [clock(f) for f in ordered]
     frames += tls_flow(clock, synth.client_hello(None, seed=27), cport=50000)
     records, _ = run_pipeline(frames, tmp_path)
     answers = [r for r in by_type(records, "dns") if r["dns"]["type"] == "answer"]

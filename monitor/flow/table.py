@@ -42,6 +42,12 @@ MAX_FLOWS: Final = 131_072
 MAX_FRAGMENT_TRAINS: Final = 4096
 #: A fragment train is forgotten after this long (RFC 791's 15 s reassembly timer, rounded).
 FRAGMENT_TIMEOUT_NS: Final = 30 * 10**9
+#: Later fragments (no ports) held, their bytes copied, until the first fragment of their
+#: datagram names the flow: some stacks send a datagram's fragments last first, and a
+#: client could otherwise hide a ClientHello or DNS answer by doing so. Past either bound
+#: the oldest held are dropped (counted as unattributed fragments).
+MAX_HELD_FRAGMENTS: Final = 1024
+MAX_HELD_FRAGMENT_BYTES: Final = 2 << 20
 
 #: How often (packet time) the table is scanned for flows past the active timeout.
 ACTIVE_CHECK_NS: Final = 60 * 10**9
@@ -220,6 +226,21 @@ def _addr_bytes(ipver: int, hi: int, lo: int) -> bytes:
     return hi.to_bytes(8, "big") + lo.to_bytes(8, "big")
 
 
+@dataclass(frozen=True, slots=True)
+class HeldFragment:
+    """A later IP fragment that came before the first fragment of its datagram."""
+
+    ts_ns: int
+    frame: int
+    wirelen: int
+    ipid: int
+    #: Where its data goes in the datagram (bytes from the transport header).
+    offset: int
+    #: More fragments follow it.
+    more: bool
+    data: bytes
+
+
 @dataclass(slots=True, eq=False)
 class Assignment:
     """Which flow each packet of a layer went to, for the dissect stage."""
@@ -230,6 +251,9 @@ class Assignment:
     group: npt.NDArray[np.int64]
     #: True where the packet travels client -> server.
     to_server: npt.NDArray[np.bool_]
+    #: Fragments held from before whose first fragment came in this layer, with the group
+    #: it joined (already counted in the flow; their data is for reassembly).
+    adopted: list[tuple[int, HeldFragment]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -329,6 +353,10 @@ class FlowTable:
             OrderedDict(), OrderedDict(), OrderedDict())
         self._touches = 0
         self._frags: OrderedDict[tuple[int, ...], tuple[int, int, int]] = OrderedDict()
+        #: Later fragments waiting for their first fragment, per fragment train.
+        self._held: OrderedDict[tuple[int, ...], list[HeldFragment]] = OrderedDict()
+        self._held_count = 0
+        self._held_bytes = 0
         self.stats = TableStats()
         self.now_ns = 0
         self._tcp_idle = int(self.timeouts.tcp_idle * _NS)
@@ -349,10 +377,13 @@ class FlowTable:
 
     # -- per batch -------------------------------------------------------------------
     def update(self, cols: Columns, ts_ns: npt.NDArray[np.int64],
-               wirelens: npt.NDArray[np.int64], first_frame: int) -> Assignment:
+               wirelens: npt.NDArray[np.int64], first_frame: int,
+               buffer: bytes | bytearray | memoryview | None = None) -> Assignment:
         """Account the packets of one decoded layer; returns the per-packet assignment.
 
-        ``ts_ns`` and ``wirelens`` are the batch's columns (indexed by ``cols.index``).
+        ``ts_ns`` and ``wirelens`` are the batch's columns (indexed by ``cols.index``);
+        ``buffer`` is the batch's, from which later fragments that come before their first
+        fragment are kept (without it they are counted as unattributed).
         """
         n = len(cols)
         group = np.full(n, -1, dtype=np.int64)
@@ -366,12 +397,13 @@ class FlowTable:
         dport = cols.dport.astype(np.uint64)
         proto = cols.proto
         icmp = (proto == Proto.ICMP) | (proto == Proto.ICMPV6)
-        frag2 = ok & (cols.frag == 2)
         if icmp.any():
             sport = np.where(icmp, np.uint64(0), sport)
             dport = np.where(icmp, np.uint64(0), dport)
+        adopt: list[tuple[int, list[HeldFragment]]] = []
         if (cols.frag != 0).any():
-            sport, dport, ok = self._fragments(cols, ts_ns, sport, dport, ok, frag2)
+            sport, dport, ok = self._fragments(cols, ts_ns, wirelens, first_frame, buffer,
+                                               sport, dport, ok, adopt)
 
         idx = np.flatnonzero(ok)
         if idx.shape[0] == 0:  # only fragments no flow can be found for
@@ -470,7 +502,28 @@ class FlowTable:
         client_is_a = np.array([f.client_is_a for f in flows], dtype=np.bool_)
         to_server[sel] = (dirn == 0) == client_is_a[group_of_sel]
         self.now_ns = max(self.now_ns, now)
-        return Assignment(flows, group, to_server)
+        adopted = self._adopt(adopt, idx, group_of_sel, swap, flows) if adopt else []
+        return Assignment(flows, group, to_server, adopted)
+
+    def _adopt(self, adopt: list[tuple[int, list[HeldFragment]]], idx: npt.NDArray[np.int64],
+               group_of_sel: npt.NDArray[np.int64], swap: npt.NDArray[np.bool_],
+               flows: list[Flow]) -> list[tuple[int, HeldFragment]]:
+        """Count held fragments in the flow their first fragment (packet ``i`` of the
+        layer) went to, in its direction."""
+        adopted: list[tuple[int, HeldFragment]] = []
+        for i, held in adopt:
+            at = int(np.searchsorted(idx, i))  # idx: the layer's packets with a flow
+            g = int(group_of_sel[at])
+            flow = flows[g]
+            for h in held:
+                if swap[at]:
+                    flow.pkts_ba += 1
+                    flow.bytes_ba += h.wirelen
+                else:
+                    flow.pkts_ab += 1
+                    flow.bytes_ab += h.wirelen
+                adopted.append((g, h))
+        return adopted
 
     def _touch(self, flow: Flow) -> None:
         """``flow`` is the most recently used, in its class's queue."""
@@ -585,37 +638,79 @@ class FlowTable:
             group_of_sel[j] = gi
 
     def _fragments(self, cols: Columns, ts_ns: npt.NDArray[np.int64],
+                   wirelens: npt.NDArray[np.int64], first_frame: int,
+                   buffer: bytes | bytearray | memoryview | None,
                    sport: npt.NDArray[np.uint64], dport: npt.NDArray[np.uint64],
-                   ok: npt.NDArray[np.bool_], frag2: npt.NDArray[np.bool_],
+                   ok: npt.NDArray[np.bool_], adopt: list[tuple[int, list[HeldFragment]]],
                    ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64],
                               npt.NDArray[np.bool_]]:
         """Give later IP fragments the ports of their train's first fragment.
 
-        Later fragments that arrive before the first one (or whose train was forgotten)
-        cannot be attributed; they are counted in ``stats.fragments_unattributed``.
+        A later fragment whose train is not known (its first fragment has not come yet)
+        is held, and goes to ``adopt`` with the first fragment when that comes: (packet
+        index in the layer, held fragments). Held fragments that wait longer than
+        :data:`FRAGMENT_TIMEOUT_NS`, or past the bounds, are counted in
+        ``stats.fragments_unattributed``.
         """
         sport = sport.copy()
         dport = dport.copy()
         ok = ok.copy()
         frags = self._frags
+        held = self._held
         for i in np.flatnonzero(ok & (cols.frag != 0)).tolist():
             tkey = (int(cols.src_hi[i]), int(cols.src_lo[i]), int(cols.dst_hi[i]),
                     int(cols.dst_lo[i]), int(cols.proto[i]), int(cols.ipid[i]))
-            t = int(ts_ns[cols.index[i]])
+            pkt = int(cols.index[i])
+            t = int(ts_ns[pkt])
+            if held:
+                self._forget_held(t)
             if cols.frag[i] == 1:
                 frags[tkey] = (int(sport[i]), int(dport[i]), t)
                 frags.move_to_end(tkey)
                 if len(frags) > MAX_FRAGMENT_TRAINS:
                     frags.popitem(last=False)
                     self.stats.fragment_trains_evicted += 1
+                waiting = held.pop(tkey, None)
+                if waiting:
+                    self._held_count -= len(waiting)
+                    self._held_bytes -= sum(len(h.data) for h in waiting)
+                    adopt.append((i, waiting))
                 continue
             known = frags.get(tkey)
             if known is None or t - known[2] > FRAGMENT_TIMEOUT_NS:
                 ok[i] = False
-                self.stats.fragments_unattributed += 1
+                if buffer is None:
+                    self.stats.fragments_unattributed += 1
+                else:
+                    start = int(cols.payoff[i])
+                    self._hold(tkey, HeldFragment(
+                        t, first_frame + pkt, int(wirelens[pkt]), int(cols.ipid[i]),
+                        int(cols.fragoff[i]), bool(cols.more[i]),
+                        bytes(buffer[start:start + int(cols.paylen[i])])))
                 continue
             sport[i], dport[i] = known[0], known[1]
         return sport, dport, ok
+
+    def _hold(self, tkey: tuple[int, ...], fragment: HeldFragment) -> None:
+        self._held.setdefault(tkey, []).append(fragment)
+        self._held_count += 1
+        self._held_bytes += len(fragment.data)
+        while self._held_count > MAX_HELD_FRAGMENTS or self._held_bytes > MAX_HELD_FRAGMENT_BYTES:
+            self._drop_held()
+
+    def _forget_held(self, now_ns: int) -> None:
+        """Drop the held fragments of trains that began longer than the fragment timeout
+        before ``now_ns`` (trains are held in the order they began)."""
+        held = self._held
+        while held and now_ns - next(iter(held.values()))[0].ts_ns > FRAGMENT_TIMEOUT_NS:
+            self._drop_held()
+
+    def _drop_held(self) -> None:
+        """Give up the train held longest: its fragments are unattributed."""
+        _, dropped = self._held.popitem(last=False)
+        self._held_count -= len(dropped)
+        self._held_bytes -= sum(len(h.data) for h in dropped)
+        self.stats.fragments_unattributed += len(dropped)
 
     # -- expiry ----------------------------------------------------------------------
     def _remove(self, flow: Flow) -> None:
@@ -675,6 +770,8 @@ class FlowTable:
         """End every flow (end of input or shutdown): those already past their timeout
         as of the last packet with that reason, the rest with reason "shutdown"."""
         self.expire(full=True)
+        while self._held:  # their first fragments never came
+            self._drop_held()
         remaining = sorted(self._flows.values(), key=lambda f: (f.first_ns, f.first_frame))
         self._flows.clear()
         for queue in self._queues:
