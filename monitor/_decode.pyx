@@ -114,6 +114,19 @@ cdef struct Buf:
     long long n  # at least 1 (an empty buffer reads as one zero byte)
 
 
+cdef Buf buf_of(const unsigned char[::1] data):
+    """Reads over ``data`` (kept alive by the caller); an empty or missing buffer reads as
+    one zero byte, as ``_Bytes`` reads it."""
+    cdef Buf b
+    if data is None or data.shape[0] == 0:
+        b.data = &ZERO_BYTE
+        b.n = 1
+    else:
+        b.data = &data[0]
+        b.n = data.shape[0]
+    return b
+
+
 cdef inline long long clip(const Buf *b, long long pos) noexcept nogil:
     """``take(mode="clip")``: out-of-range positions read the nearest edge byte."""
     if pos < 0:
@@ -424,13 +437,7 @@ def decode_layer(const unsigned char[::1] buf, const long long[::1] off not None
     cdef Py_ssize_t n = off.shape[0], i
     if end.shape[0] != n or lt.shape[0] != n:
         raise ValueError("off, end and lt must have the same length")
-    cdef Buf b
-    if buf is None or buf.shape[0] == 0:
-        b.data = &ZERO_BYTE
-        b.n = 1
-    else:
-        b.data = &buf[0]
-        b.n = buf.shape[0]
+    cdef Buf b = buf_of(buf)
     if nflog is None:
         for i in range(n):
             if lt[i] == LT_NFLOG:
@@ -511,3 +518,87 @@ def decode_layer(const unsigned char[::1] buf, const long long[::1] off not None
         more[i] = r.more
         vlan[i] = r.vlan
     return cols
+
+
+# --------------------------------------------------------------------------- tunnels
+
+# Tunnel ports (monitor.decode.PORT_*), IP protocols carrying IP, GRE's payload types.
+cdef enum:
+    PORT_TEREDO = 3544
+    PORT_GRE_IN_UDP = 4754
+    PORT_VXLAN = 4789
+    P_IPIP = 4
+    P_IPV6 = 41
+    P_GRE = 47
+    ET_TEB = 0x6558
+
+
+def tunnels(const unsigned char[::1] buf, const long long[::1] index not None, const unsigned char[::1] reason not None,
+            const unsigned char[::1] frag not None, const unsigned char[::1] proto not None,
+            const unsigned short[::1] sport not None, const unsigned short[::1] dport not None,
+            const long long[::1] payoff not None, const long long[::1] paylen not None):
+    """Reference: ``monitor.decode._tunnels``. The packets of a decoded layer that carry a
+    tunnel: their index, inner offset, end and inner link type (int64, int64, int64,
+    int32 arrays), reading the buffer as the reference reads it (clipped)."""
+    cdef Py_ssize_t n = index.shape[0], i, k = 0
+    if not (reason.shape[0] == frag.shape[0] == proto.shape[0] == sport.shape[0]
+            == dport.shape[0] == payoff.shape[0] == paylen.shape[0] == n):
+        raise ValueError("the columns must have the same length")
+    cdef Buf b = buf_of(buf)
+    out_index = np.empty(n, dtype=np.int64)
+    out_off = np.empty(n, dtype=np.int64)
+    out_end = np.empty(n, dtype=np.int64)
+    out_lt = np.empty(n, dtype=np.int32)
+    cdef long long[::1] oi = out_index, oo = out_off, oe = out_end
+    cdef int[::1] ol = out_lt
+    cdef long long start, stop, p, hl, io
+    cdef unsigned int pr, flags, ptype
+    cdef int ilt
+    cdef bint exact6
+    for i in range(n):
+        if reason[i] != R_OK or frag[i] != 0:
+            continue
+        start = payoff[i]
+        stop = start + paylen[i]
+        pr = proto[i]
+        ilt = -1
+        io = start
+        if pr == P_IPIP or pr == P_IPV6:  # IP-in-IP, 6in4
+            ilt = LT_RAW
+        if pr == P_GRE or (pr == P_UDP and (dport[i] == PORT_GRE_IN_UDP
+                                            or sport[i] == PORT_GRE_IN_UDP)):
+            p = start
+            flags = u16(&b, p)
+            ptype = u16(&b, p + 2)
+            hl = 4 + 4 * ((flags >> 15) & 1) + 4 * ((flags >> 13) & 1) \
+                + 4 * ((flags >> 12) & 1)
+            if ptype == ET_TEB:
+                ilt = LT_ETHERNET
+            elif ptype == ET_IPV4 or ptype == ET_IPV6:
+                ilt = LT_RAW
+            else:
+                ilt = -1
+            if (flags & 7) != 0 or p + hl > stop:
+                ilt = -1
+            io = p + hl
+        if pr == P_UDP and dport[i] == PORT_VXLAN and paylen[i] >= 8 + 14:
+            ilt = LT_ETHERNET if (u8(&b, start) & 0x08) != 0 else -1
+            io = start + 8
+        if pr == P_UDP and ilt < 0:
+            exact6 = paylen[i] >= 40 and (u8(&b, start) >> 4) == 6 \
+                and <long long>u16(&b, start + 4) + 40 == paylen[i] and u8(&b, start + 7) > 0
+            if dport[i] == PORT_TEREDO or sport[i] == PORT_TEREDO or exact6:
+                p = start
+                if u16(&b, p) == 0x0001:  # authentication header
+                    p = p + 4 + <long long>u8(&b, p + 2) + <long long>u8(&b, p + 3) + 8 + 1
+                if u16(&b, p) == 0x0000:  # origin indication
+                    p = p + 8
+                ilt = LT_RAW if (u8(&b, p) >> 4) == 6 and p + 40 <= stop else -1
+                io = p
+        if ilt >= 0:
+            oi[k] = index[i]
+            oo[k] = io
+            oe[k] = stop
+            ol[k] = ilt
+            k += 1
+    return out_index[:k], out_off[:k], out_end[:k], out_lt[:k]

@@ -95,6 +95,17 @@ def assert_same(ref: decode.Columns, got: dict[str, np.ndarray] | None, what: st
                                  f"{want[rows].tolist()}")
 
 
+def assert_same_tunnels(ref: tuple[np.ndarray, ...], got: tuple[np.ndarray, ...],
+                        what: str) -> None:
+    """The tunnel kernel's packets (index, inner offset, end, link type) are the
+    reference's, with the same dtypes."""
+    for name, want, have in zip(("index", "offset", "end", "link type"), ref, got,
+                                strict=True):
+        assert have.dtype == want.dtype, f"{what}: {name} is {have.dtype}, not {want.dtype}"
+        assert np.array_equal(have, want), f"{what}: {name} kernel {have[:5].tolist()}, " \
+                                           f"reference {want[:5].tolist()}"
+
+
 def reference(batch: Batch) -> decode.Columns:
     """The outer layer as the reference decodes it (``decode.decode`` may use the kernel)."""
     off = batch.offsets.astype(np.int64, copy=False)
@@ -114,6 +125,10 @@ def check_batch(batch: Batch, what: str = "batch") -> tuple[int, int]:
     inner_rows = 0
     for depth in range(1, decode.MAX_TUNNEL_DEPTH + 1):
         idx, ioff, iend, ilt = decode._tunnels(rd, layer)
+        assert_same_tunnels((idx, ioff, iend, ilt), _decode.tunnels(
+            batch.buffer, *(np.ascontiguousarray(getattr(layer, c)) for c in (
+                "index", "reason", "frag", "proto", "sport", "dport", "payoff", "paylen"))),
+            f"{what}, tunnels at depth {depth}")
         if idx.shape[0] == 0:
             break
         inner = decode._decode_layer(batch, rd, idx, ioff, iend, ilt, depth)
@@ -169,6 +184,56 @@ def test_every_capture() -> None:
     assert outer >= 2000 and inner >= 40, (outer, inner)  # Teredo and GRE-in-UDP
     assert {LinkType.ETHERNET, LinkType.LINUX_SLL, LinkType.LINUX_SLL2, LinkType.RAW,
             LinkType.NFLOG} <= seen
+
+
+def test_every_tunnel_kind() -> None:
+    """Each tunnel the decoder opens, well-formed and with the fields that close it: the
+    tunnel kernel finds the reference's inner packets (some of every kind)."""
+    from scapy.layers.inet import GRE, IP, UDP
+    from scapy.layers.inet6 import IPv6
+    from scapy.layers.l2 import Ether
+    from scapy.layers.vxlan import VXLAN
+    from scapy.packet import Raw
+
+    inner4 = IP(src="10.0.0.1", dst="10.0.0.2") / UDP(sport=1, dport=53) / Raw(b"q")
+    inner6 = IPv6(src="2001:db8::1", dst="2001:db8::2", hlim=64) / UDP(sport=1, dport=53) \
+        / Raw(b"q")
+    outer = Ether() / IP(src="192.0.2.1", dst="192.0.2.2")
+    auth = b"\x00\x01\x02\x01" + bytes(2 + 1 + 8 + 1)
+    origin = b"\x00\x00" + bytes(6)
+    kinds = {
+        "ipip": outer / inner4,
+        "6in4": outer / inner6,
+        "gre-ip": outer / GRE(proto=0x0800) / inner4,
+        "gre-teb": outer / GRE(proto=0x6558) / Ether() / inner4,
+        "gre-key-seq-csum": outer / GRE(proto=0x86DD, chksum_present=1, key_present=1,
+                                        seqnum_present=1) / inner6,
+        "gre-version-1": outer / GRE(proto=0x0800, version=1) / inner4,
+        "gre-short": outer / GRE(proto=0x0800) / Raw(b"\x45"),
+        "gre-in-udp": outer / UDP(sport=9, dport=4754) / GRE(proto=0x0800) / inner4,
+        "gre-in-udp-source-port": outer / UDP(sport=4754, dport=9) / GRE(proto=0x86DD)
+        / inner6,
+        "vxlan": outer / UDP(sport=9, dport=4789) / VXLAN(vni=7) / Ether() / inner4,
+        "vxlan-no-i-flag": outer / UDP(sport=9, dport=4789) / VXLAN(flags=0) / Ether()
+        / inner4,
+        "vxlan-short": outer / UDP(sport=9, dport=4789) / Raw(bytes(21)),
+        "teredo": outer / UDP(sport=9, dport=3544) / inner6,
+        "teredo-auth": outer / UDP(sport=3544, dport=9) / Raw(auth) / inner6,
+        "teredo-origin": outer / UDP(sport=9, dport=3544) / Raw(origin) / inner6,
+        "teredo-auth-origin": outer / UDP(sport=9, dport=3544) / Raw(auth + origin) / inner6,
+        "ipv6-on-any-port": outer / UDP(sport=9, dport=7000) / inner6,
+        "teredo-not-ipv6": outer / UDP(sport=9, dport=3544) / inner4,
+    }
+    # not tunnels: a GRE version other than 0, a VXLAN header without its I flag or too
+    # short for an inner Ethernet header, IPv4 on the Teredo port
+    closed = {"gre-version-1", "vxlan-no-i-flag", "vxlan-short", "teredo-not-ipv6"}
+    opened = 0
+    for name, pkt in kinds.items():
+        _, rows = check_batch(pack([(bytes(pkt), LinkType.ETHERNET)]), name)
+        assert (rows > 0) == (name not in closed), name
+        opened += rows
+    batch = pack([(bytes(p), LinkType.ETHERNET) for p in kinds.values()])
+    assert check_batch(batch, "every kind in one batch")[1] == opened
 
 
 def test_every_capture_in_small_batches() -> None:
