@@ -533,8 +533,9 @@ cdef enum:
     ET_TEB = 0x6558
 
 
-def tunnels(const unsigned char[::1] buf, const long long[::1] index not None, const unsigned char[::1] reason not None,
-            const unsigned char[::1] frag not None, const unsigned char[::1] proto not None,
+def tunnels(const unsigned char[::1] buf, const long long[::1] index not None,
+            const unsigned char[::1] reason not None, const unsigned char[::1] frag not None,
+            const unsigned char[::1] proto not None,
             const unsigned short[::1] sport not None, const unsigned short[::1] dport not None,
             const long long[::1] payoff not None, const long long[::1] paylen not None):
     """Reference: ``monitor.decode._tunnels``. The packets of a decoded layer that carry a

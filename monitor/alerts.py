@@ -17,7 +17,7 @@ import datetime as dt
 import json
 import os
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Protocol
@@ -137,14 +137,15 @@ class AlertEngine:
 
     def after_batch(self, batch: Batch,
                     assigned: list[tuple[np.ndarray[Any, Any], Assignment]],
-                    unjudged: Iterable[Flow] = ()) -> None:
+                    unjudged: Sequence[Flow] = ()) -> None:
         """Escalate watched flows whose upload crossed their rule's threshold in this
         batch, stamped with the packet that crossed it.
 
         ``unjudged``: flows that settled but wait to be judged (for other workers' DNS
         answers). Where their upload crossed a threshold is kept, so that the escalation
         raised once they are judged is stamped as if they had been watched all along."""
-        thresholds = {r.upload_threshold_bytes for r in self.config.policy.rules} - {0}
+        thresholds = {r.upload_threshold_bytes for r in self.config.policy.rules} - {0} \
+            if unjudged else set()
         if thresholds:
             lowest = min(thresholds)
             for flow in unjudged:
