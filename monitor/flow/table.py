@@ -231,7 +231,6 @@ class HeldFragment:
     """A later IP fragment that came before the first fragment of its datagram."""
 
     ts_ns: int
-    frame: int
     wirelen: int
     ipid: int
     #: Where its data goes in the datagram (bytes from the transport header).
@@ -402,8 +401,8 @@ class FlowTable:
             dport = np.where(icmp, np.uint64(0), dport)
         adopt: list[tuple[int, list[HeldFragment]]] = []
         if (cols.frag != 0).any():
-            sport, dport, ok = self._fragments(cols, ts_ns, wirelens, first_frame, buffer,
-                                               sport, dport, ok, adopt)
+            sport, dport, ok = self._fragments(cols, ts_ns, wirelens, buffer, sport, dport,
+                                               ok, adopt)
 
         idx = np.flatnonzero(ok)
         if idx.shape[0] == 0:  # only fragments no flow can be found for
@@ -638,7 +637,7 @@ class FlowTable:
             group_of_sel[j] = gi
 
     def _fragments(self, cols: Columns, ts_ns: npt.NDArray[np.int64],
-                   wirelens: npt.NDArray[np.int64], first_frame: int,
+                   wirelens: npt.NDArray[np.int64],
                    buffer: bytes | bytearray | memoryview | None,
                    sport: npt.NDArray[np.uint64], dport: npt.NDArray[np.uint64],
                    ok: npt.NDArray[np.bool_], adopt: list[tuple[int, list[HeldFragment]]],
@@ -684,7 +683,7 @@ class FlowTable:
                 else:
                     start = int(cols.payoff[i])
                     self._hold(tkey, HeldFragment(
-                        t, first_frame + pkt, int(wirelens[pkt]), int(cols.ipid[i]),
+                        t, int(wirelens[pkt]), int(cols.ipid[i]),
                         int(cols.fragoff[i]), bool(cols.more[i]),
                         bytes(buffer[start:start + int(cols.paylen[i])])))
                 continue
