@@ -352,6 +352,10 @@ class EvidenceWriter:
                               count=len(flows))
         if not tracked.any():
             return
+        for gi, held in assign.adopted:  # fragments that came before their first one
+            if tracked[gi]:
+                flows[gi].ext["evidence"].add(held.ts_ns, held.wirelen, held.packet,
+                                              held.linktype)
         g = assign.group
         sel = np.flatnonzero((g >= 0) & tracked[np.where(g >= 0, g, 0)])
         buf = memoryview(batch.buffer)

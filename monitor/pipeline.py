@@ -161,7 +161,7 @@ class Pipeline:
             if cols.depth:
                 st.tunnelled_packets += len(cols)
             assign = self.table.update(cols, batch.ts_ns, batch.wirelens, batch.first_frame,
-                                       batch.buffer)
+                                       batch)
             self.alerts.context = (batch, cols.index, assign)
             self.dissector.process(batch, cols, assign)
             assigned.append((cols.index, assign))

@@ -301,8 +301,7 @@ def test_held_fragments_are_bounded(tmp_path: Path) -> None:
     path = _write(tmp_path / "many.pcap", pkts)
     table = FlowTable()
     for batch in CaptureReader([str(path)]):
-        table.update(decode(batch), batch.ts_ns, batch.wirelens, batch.first_frame,
-                     batch.buffer)
+        table.update(decode(batch), batch.ts_ns, batch.wirelens, batch.first_frame, batch)
     assert table.stats.fragments_unattributed == extra
     assert table._held_count == MAX_HELD_FRAGMENTS
     table.flush()

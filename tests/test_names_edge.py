@@ -321,6 +321,32 @@ def _fragmented_hello(v6: bool, cuts: list[int], order: str) -> list[tuple[int, 
     return frames
 
 
+def test_evidence_pcap_holds_the_fragments_that_came_first(tmp_path: Path) -> None:
+    """An alert's evidence pcap has every packet of its flow, the fragments held before
+    the first one included (in the order they came), so the hello reassembles from it."""
+    from monitor.config import load_config
+
+    frames = _fragmented_hello(False, [64, 128, 256, 512, 1024], "reversed")
+    path = tmp_path / "frags.pcap"
+    with PcapWriter(path) as w:
+        w.write_all(frames)
+    evidence = tmp_path / "evidence"
+    demo_config = Path(__file__).resolve().parent.parent / "monitor" / "data" / "demo.toml"
+    records, _ = replay([path], tmp_path, signatures=sigs(), config=load_config(demo_config),
+                        evidence_dir=evidence)
+    assert by_type(records, "alert")  # a SECRET client to a Russia-based vendor
+    [flow] = flows(records)
+    [pcap] = evidence.glob("*.pcap")
+    data = pcap.read_bytes()
+    packets, pos = [], 24
+    while pos < len(data):
+        incl = struct.unpack_from("<I", data, pos + 8)[0]
+        packets.append(data[pos + 16:pos + 16 + incl])
+        pos += 16 + incl
+    assert len(packets) == flow["flow"]["pkts_toserver"] + flow["flow"]["pkts_toclient"]
+    assert sorted(packets) == sorted(frame for _, frame in frames)
+
+
 @pytest.mark.parametrize("batch_packets", [1, 2, 3])
 def test_fragments_held_across_batches(batch_packets: int, tmp_path: Path) -> None:
     """The first fragment comes last and in a later batch than the others: what was held

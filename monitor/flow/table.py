@@ -27,6 +27,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
+from monitor.capture.batch import Batch
 from monitor.decode import Columns, Proto
 from monitor.flow.communityid import community_id
 from monitor.iptext import ip_text
@@ -232,12 +233,21 @@ class HeldFragment:
 
     ts_ns: int
     wirelen: int
+    #: The whole captured packet (for an alert's evidence pcap) and its link type.
+    packet: bytes
+    linktype: int
     ipid: int
     #: Where its data goes in the datagram (bytes from the transport header).
     offset: int
     #: More fragments follow it.
     more: bool
-    data: bytes
+    #: Where its data is in ``packet``, and how long.
+    data_at: int
+    data_len: int
+
+    @property
+    def data(self) -> bytes:
+        return self.packet[self.data_at:self.data_at + self.data_len]
 
 
 @dataclass(slots=True, eq=False)
@@ -377,12 +387,12 @@ class FlowTable:
     # -- per batch -------------------------------------------------------------------
     def update(self, cols: Columns, ts_ns: npt.NDArray[np.int64],
                wirelens: npt.NDArray[np.int64], first_frame: int,
-               buffer: bytes | bytearray | memoryview | None = None) -> Assignment:
+               batch: Batch | None = None) -> Assignment:
         """Account the packets of one decoded layer; returns the per-packet assignment.
 
         ``ts_ns`` and ``wirelens`` are the batch's columns (indexed by ``cols.index``);
-        ``buffer`` is the batch's, from which later fragments that come before their first
-        fragment are kept (without it they are counted as unattributed).
+        ``batch`` is the batch itself, from which later fragments that come before their
+        first fragment are kept (without it they are counted as unattributed).
         """
         n = len(cols)
         group = np.full(n, -1, dtype=np.int64)
@@ -401,7 +411,7 @@ class FlowTable:
             dport = np.where(icmp, np.uint64(0), dport)
         adopt: list[tuple[int, list[HeldFragment]]] = []
         if (cols.frag != 0).any():
-            sport, dport, ok = self._fragments(cols, ts_ns, wirelens, buffer, sport, dport,
+            sport, dport, ok = self._fragments(cols, ts_ns, wirelens, batch, sport, dport,
                                                ok, adopt)
 
         idx = np.flatnonzero(ok)
@@ -637,8 +647,7 @@ class FlowTable:
             group_of_sel[j] = gi
 
     def _fragments(self, cols: Columns, ts_ns: npt.NDArray[np.int64],
-                   wirelens: npt.NDArray[np.int64],
-                   buffer: bytes | bytearray | memoryview | None,
+                   wirelens: npt.NDArray[np.int64], batch: Batch | None,
                    sport: npt.NDArray[np.uint64], dport: npt.NDArray[np.uint64],
                    ok: npt.NDArray[np.bool_], adopt: list[tuple[int, list[HeldFragment]]],
                    ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64],
@@ -672,20 +681,21 @@ class FlowTable:
                 waiting = held.pop(tkey, None)
                 if waiting:
                     self._held_count -= len(waiting)
-                    self._held_bytes -= sum(len(h.data) for h in waiting)
+                    self._held_bytes -= sum(len(h.packet) for h in waiting)
                     adopt.append((i, waiting))
                 continue
             known = frags.get(tkey)
             if known is None or t - known[2] > FRAGMENT_TIMEOUT_NS:
                 ok[i] = False
-                if buffer is None:
+                if batch is None:
                     self.stats.fragments_unattributed += 1
                 else:
-                    start = int(cols.payoff[i])
+                    at = int(batch.offsets[pkt])
                     self._hold(tkey, HeldFragment(
-                        t, int(wirelens[pkt]), int(cols.ipid[i]),
-                        int(cols.fragoff[i]), bool(cols.more[i]),
-                        bytes(buffer[start:start + int(cols.paylen[i])])))
+                        t, int(wirelens[pkt]),
+                        bytes(batch.buffer[at:at + int(batch.caplens[pkt])]),
+                        int(batch.linktypes[pkt]), int(cols.ipid[i]), int(cols.fragoff[i]),
+                        bool(cols.more[i]), int(cols.payoff[i]) - at, int(cols.paylen[i])))
                 continue
             sport[i], dport[i] = known[0], known[1]
         return sport, dport, ok
@@ -693,7 +703,7 @@ class FlowTable:
     def _hold(self, tkey: tuple[int, ...], fragment: HeldFragment) -> None:
         self._held.setdefault(tkey, []).append(fragment)
         self._held_count += 1
-        self._held_bytes += len(fragment.data)
+        self._held_bytes += len(fragment.packet)
         while self._held_count > MAX_HELD_FRAGMENTS or self._held_bytes > MAX_HELD_FRAGMENT_BYTES:
             self._drop_held()
 
@@ -708,7 +718,7 @@ class FlowTable:
         """Give up the train held longest: its fragments are unattributed."""
         _, dropped = self._held.popitem(last=False)
         self._held_count -= len(dropped)
-        self._held_bytes -= sum(len(h.data) for h in dropped)
+        self._held_bytes -= sum(len(h.packet) for h in dropped)
         self.stats.fragments_unattributed += len(dropped)
 
     # -- expiry ----------------------------------------------------------------------
