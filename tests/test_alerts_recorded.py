@@ -326,7 +326,13 @@ def secret_run(captures: dict[str, Path], config_path: Path,
 
 @pytest.fixture(scope="module")
 def frames(captures: dict[str, Path], recorded: dict[str, Any]) -> dict[int, dict[str, str]]:
-    return tshark_frames(captures["secret"], [f"tcp.port=={recorded['proxy_port']},http"])
+    # The direct TLS flows are decoded as TLS by their ports, client ports included: an
+    # ephemeral port can be one Wireshark has registered for another protocol (48049 is
+    # CBSP's, whose dissector then takes the ClientHello from the TLS dissector). The
+    # proxy's port is HTTP, whose CONNECT hands the tunnel on to TLS.
+    tls = [recorded[k] for k in ("kas_port", "eset_port", "ksn_port", "dc1_port", "eset_cport")]
+    return tshark_frames(captures["secret"], [f"tcp.port=={p},tls" for p in tls]
+                         + [f"tcp.port=={recorded['proxy_port']},http"])
 
 
 # ------------------------------------------------------------------------- tests
