@@ -28,9 +28,22 @@ def _replay(tmp: Path, inputs: list[Path], workers: int, *extra: str) -> list[st
                   for line in eve.read_text().splitlines())
 
 
+@pytest.fixture(scope="module")
+def demo_one(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """The demo's records from one process (compared with each number of workers)."""
+    return _replay(tmp_path_factory.mktemp("demo-one"), [DEMO], 1, "-c", str(DEMO_CONFIG))
+
+
+@pytest.fixture(scope="module")
+def corpus_one(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """The corpus directory's records from one process."""
+    return _replay(tmp_path_factory.mktemp("corpus-one"), [CORPUS], 1)
+
+
 @pytest.mark.parametrize("workers", [2, 3])
-def test_demo_alerts_and_records_match_one_process(workers: int, tmp_path: Path) -> None:
-    one = _replay(tmp_path, [DEMO], 1, "-c", str(DEMO_CONFIG))
+def test_demo_alerts_and_records_match_one_process(workers: int, tmp_path: Path,
+                                                   demo_one: list[str]) -> None:
+    one = demo_one
     many = _replay(tmp_path, [DEMO], workers, "-c", str(DEMO_CONFIG))
     assert many == one
     alerts = [json.loads(r) for r in one if '"event_type": "alert"' in r]
@@ -40,14 +53,15 @@ def test_demo_alerts_and_records_match_one_process(workers: int, tmp_path: Path)
 
 
 @pytest.mark.parametrize("workers", [2, 3])
-def test_corpus_records_match_one_process(workers: int, tmp_path: Path) -> None:
+def test_corpus_records_match_one_process(workers: int, tmp_path: Path,
+                                          corpus_one: list[str]) -> None:
     """Fragments, tunnels, several link types and interfaces, DNS over TCP: all split.
 
     Every record is the same, ``avmon.other_names`` included: a flow that carries its own
     name (SNI) also waits for the DNS answers other workers parsed, which add the further
     names its client resolved for the address (with two workers, two records of the
     corpus differed in them when such a flow was judged at once)."""
-    one = _replay(tmp_path, [CORPUS], 1)
+    one = corpus_one
     many = _replay(tmp_path, [CORPUS], workers)
     assert len(one) > 300
     assert sum('"other_names"' in r for r in one) > 0
