@@ -545,8 +545,9 @@ def _replay(paths: Sequence[str], config: Config, eve_target: str | None, quiet:
     reader = CaptureReader(paths, warn=warn, **({"batch_packets": 32} if speed else {}))
     eve = EveWriter(eve_target, warn)
     sinks, to_sinks = _start_sinks(config, warn)
-    pipe = Pipeline(config, eve=eve, listeners=[*listeners, to_sinks], signatures=signatures,
-                    geo=geo, evidence_dir=evidence)
+    # A replay's sinks are fixed (no reload): without any, records need not go by them.
+    pipe = Pipeline(config, eve=eve, listeners=[*listeners, *([to_sinks] if sinks else [])],
+                    signatures=signatures, geo=geo, evidence_dir=evidence)
 
     def collector() -> Collector:
         from monitor.metrics import PipelineCollector

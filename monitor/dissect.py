@@ -47,6 +47,11 @@ MAX_QUIC_DATAGRAMS: Final = 12
 MAX_DNS_TCP_BUFFER: Final = 65_537
 #: DNS messages parsed per flow; a zone transfer or a tunnel beyond this is not followed.
 MAX_DNS_MESSAGES_PER_FLOW: Final = 4096
+#: Distinct DNS messages (by their bytes after the ID) whose parse is remembered, and the
+#: largest message remembered: at most some 8 KB of records each, 16 MB in all (typical
+#: messages take about 1.2 KB).
+DNS_MEMO_ENTRIES: Final = 2048
+DNS_MEMO_MAX_BYTES: Final = 256
 #: Client stream prefix: an HTTP CONNECT head, then a whole ClientHello.
 TCP_PREFIX_LIMIT: Final = httpp.MAX_HEAD_BYTES + tlsp.MAX_CLIENT_HELLO_STREAM_LEN
 
@@ -73,6 +78,8 @@ class DissectStats:
     quic_client_hellos: int = 0
     http_requests: int = 0
     dns_messages: int = 0
+    #: DNS messages whose bytes after the ID had been seen recently (not parsed again).
+    dns_memo_hits: int = 0
     #: (protocol, reason) -> count of units a parser rejected.
     parse_errors: dict[tuple[str, str], int] = field(default_factory=dict)
     #: Flows that stopped being inspected at a cap before anything was found.
@@ -152,6 +159,8 @@ class Dissector:
         #: Called when a flow reveals something attribution uses (a name, a JA4).
         self.on_facts = on_facts
         self.stats = DissectStats()
+        #: Recent DNS messages by their bytes after the ID (see :meth:`_dns_wire`).
+        self._dns_memo: dict[bytes, _DnsSeen] = {}
 
     def _found(self, flow: Flow, kind: str, name: str | None, t: int, frame: int) -> None:
         if name:
@@ -565,12 +574,7 @@ class Dissector:
     # -- DNS -----------------------------------------------------------------------
     def _dns(self, flow: Flow, payload: memoryview, to_server: bool, frame: int,
              t: int) -> None:
-        try:
-            msg = dnsp.parse_dns_message(payload)
-        except ParseError as exc:
-            self.stats.error("dns", exc)
-            return
-        self._dns_message(flow, msg, to_server, frame, t)
+        self._dns_wire(flow, payload, to_server, frame, t)
 
     def _dns_tcp(self, flow: Flow, st: _TcpState, payload: memoryview, to_server: bool,
                  frame: int, t: int) -> None:
@@ -586,28 +590,48 @@ class Dissector:
         del buf[:used]
         for wire in messages:
             st.dns_count += 1
-            try:
-                msg = dnsp.parse_dns_message(wire)
-            except ParseError as exc:
-                self.stats.error("dns", exc)
-                continue
-            self._dns_message(flow, msg, to_server, frame, t)
+            self._dns_wire(flow, wire, to_server, frame, t)
         if st.dns_count >= MAX_DNS_MESSAGES_PER_FLOW:
             flow.inspect = False
 
-    def _dns_message(self, flow: Flow, msg: dnsp.DnsMessage, to_server: bool, frame: int,
-                     t: int) -> None:
+    def _dns_wire(self, flow: Flow, wire: bytes | memoryview, to_server: bool, frame: int,
+                  t: int) -> None:
+        """One DNS message: its answers go to the DNS cache, its records to EVE.
+
+        Clients repeat their queries and a resolver repeats its answers (until their TTLs
+        change), each time with a new ID: a message whose bytes after the ID were seen
+        recently is not parsed again (the last :data:`DNS_MEMO_ENTRIES` distinct ones are
+        kept, the oldest dropped first; messages over :data:`DNS_MEMO_MAX_BYTES` are
+        always parsed).
+        """
+        raw = bytes(wire)  # the parser copies it anyway; no view of the batch is kept
+        key = raw[2:]
+        memo = self._dns_memo
+        seen = memo.get(key)
+        if seen is None:
+            try:
+                msg = dnsp.parse_dns_message(raw)
+            except ParseError as exc:
+                self.stats.error("dns", exc)
+                return
+            seen = _dns_seen(msg)
+            if len(raw) <= DNS_MEMO_MAX_BYTES:
+                if len(memo) >= DNS_MEMO_ENTRIES:
+                    del memo[next(iter(memo))]
+                memo[key] = seen
+        else:
+            self.stats.dns_memo_hits += 1
         self.stats.dns_messages += 1
         flow.ext["app_proto"] = "dns"
-        if msg.is_response and not to_server:
+        if seen.is_response and not to_server:
             client = flow.src_addr
-            for ra in dnsp.answer_addresses(msg):
-                try:
-                    addr = ip_packed(ra.address)
-                except ValueError:
-                    continue
-                self.dns_cache.add(client, addr, ra.qname, ra.chain, ra.ttl, t)
-        for obj in dnsp.eve_dns_records(msg):
+            add = self.dns_cache.add
+            for addr, qname, chain, ttl in seen.addresses:
+                add(client, addr, qname, chain, ttl, t)
+        msg_id = int.from_bytes(raw[:2], "big")
+        for template in seen.records:
+            obj = dict(template)
+            obj["id"] = msg_id
             rec = flow_header(flow, "dns", t)
             rec["pcap_cnt"] = frame
             rec["dns"] = obj
@@ -616,6 +640,28 @@ class Dissector:
             if info is not None:
                 rec["avmon"] = info
             self.emit(rec)
+
+
+@dataclass(frozen=True, slots=True)
+class _DnsSeen:
+    """What a DNS message gives, whatever its ID: the addresses its answers resolve and
+    its EVE ``dns`` objects (their ``id`` is set per message)."""
+
+    is_response: bool
+    #: (packed address, question name, CNAME chain, TTL) per resolved address.
+    addresses: tuple[tuple[bytes, str, tuple[str, ...], int], ...]
+    records: tuple[dnsp.EveObject, ...]
+
+
+def _dns_seen(msg: dnsp.DnsMessage) -> _DnsSeen:
+    addresses = []
+    if msg.is_response:
+        for ra in dnsp.answer_addresses(msg):
+            try:
+                addresses.append((ip_packed(ra.address), ra.qname, ra.chain, ra.ttl))
+            except ValueError:
+                continue
+    return _DnsSeen(msg.is_response, tuple(addresses), dnsp.eve_dns_records(msg))
 
 
 def _on_ports(ports: npt.NDArray[np.uint16], wanted: frozenset[int]) -> npt.NDArray[np.bool_]:

@@ -635,6 +635,63 @@ def test_dns_answer_for_other_client_only(tmp_path: Path) -> None:
     assert "avmon" not in tls[OTHER_CLIENT]
 
 
+def test_repeated_dns_messages_keep_their_ids_and_name_each_client(tmp_path: Path) -> None:
+    """Two clients ask the same question and get the same answer, byte for byte but for
+    the ID: the second query and answer are taken from the first parse, yet each record
+    has its own ID and each client's flow is named by its own answer."""
+    clock = Clock()
+    frames = []
+    for client, qid, cport in ((CLIENT, 0x1111, 40000), (OTHER_CLIENT, 0x2222, 40001)):
+        path = NetPath(client, RESOLVER)
+        frames += [udp(clock, path, cport, 53, synth.dns_query(KSN, qid=qid)),
+                   udp(clock, path, cport, 53,
+                       synth.dns_response(KSN, qid=qid, addresses=[SERVER]),
+                       from_client=False)]
+    nosni = synth.client_hello(None, seed=14)
+    frames += tls_flow(clock, nosni, client=CLIENT, cport=50000)
+    frames += tls_flow(clock, nosni, client=OTHER_CLIENT, cport=50001)
+    records, pipe = run_pipeline(frames, tmp_path)
+    dns = by_type(records, "dns")
+    assert [(r["src_ip"], r["dns"]["type"], r["dns"]["id"]) for r in dns] == [
+        (CLIENT, "query", 0x1111), (CLIENT, "answer", 0x1111),
+        (OTHER_CLIENT, "query", 0x2222), (OTHER_CLIENT, "answer", 0x2222)]
+    first, second = dns[1]["dns"], dns[3]["dns"]
+    assert {**first, "id": 0} == {**second, "id": 0}
+    assert pipe.dissector.stats.dns_messages == 4
+    assert pipe.dissector.stats.dns_memo_hits == 2
+    tls = {r["src_ip"]: r for r in by_type(records, "tls")}
+    for client in (CLIENT, OTHER_CLIENT):
+        assert tls[client]["avmon"]["indicator"] == {"type": "dns", "value": KSN}
+
+
+def test_dns_memo_is_bounded_and_keeps_no_bad_message(tmp_path: Path) -> None:
+    """More distinct messages than the memo holds: the oldest make room. A malformed
+    message is counted as an error every time it comes, never remembered."""
+    from monitor import dissect
+
+    clock = Clock()
+    path = NetPath(CLIENT, RESOLVER)
+    extra = 3
+    names = [f"h{i}.example.com" for i in range(dissect.DNS_MEMO_ENTRIES + extra)]
+    frames = [udp(clock, path, 40000, 53, synth.dns_query(name, qid=1)) for name in names]
+    # The first names again: their entries were the first dropped, so they are parsed again.
+    frames += [udp(clock, path, 40000, 53, synth.dns_query(name, qid=2))
+               for name in names[:extra]]
+    bad = synth.dns_query(KSN, qid=3)[:-3]  # the question cut short
+    frames += [udp(clock, path, 40000, 53, bad), udp(clock, path, 40000, 53, bad)]
+    # Over the size remembered: parsed every time.
+    big = synth.dns_response(KSN, qid=4, addresses=[f"203.0.113.{i}" for i in range(1, 20)])
+    assert len(big) > dissect.DNS_MEMO_MAX_BYTES
+    frames += [udp(clock, path, 40000, 53, big, from_client=False)] * 2
+    records, pipe = run_pipeline(frames, tmp_path)
+    stats = pipe.dissector.stats
+    assert len(pipe.dissector._dns_memo) == dissect.DNS_MEMO_ENTRIES
+    assert stats.dns_memo_hits == 0
+    assert stats.dns_messages == len(names) + extra + 2
+    assert sum(n for (proto, _), n in stats.parse_errors.items() if proto == "dns") == 2
+    assert len(by_type(records, "dns")) == len(names) + extra + 2
+
+
 def test_dns_ttl_zero_still_names_flow_one_second_later(tmp_path: Path) -> None:
     clock = Clock()
     path = NetPath(CLIENT, RESOLVER)
