@@ -69,6 +69,8 @@ class Pipeline:
         cfg = self.config
         self.eve = eve or EveWriter(None)
         #: Called with every record written (besides the EVE file), e.g. by `avmon demo`.
+        #: Records share values (a flow's header fields, a repeated DNS message's
+        #: answers) with other records: listeners read them and never change them.
         self.listeners = tuple(listeners)
         self.signatures = signatures if signatures is not None \
             else load_signature_set(cfg.signatures)
