@@ -159,7 +159,7 @@ class Dissector:
         #: Called when a flow reveals something attribution uses (a name, a JA4).
         self.on_facts = on_facts
         self.stats = DissectStats()
-        #: Recent DNS messages by their bytes after the ID (see :meth:`_dns_wire`).
+        #: Recent DNS messages by their bytes after the ID (see :meth:`_dns`).
         self._dns_memo: dict[bytes, _DnsSeen] = {}
 
     def _found(self, flow: Flow, kind: str, name: str | None, t: int, frame: int) -> None:
@@ -572,10 +572,6 @@ class Dissector:
         self.emit_for(flow, rec)
 
     # -- DNS -----------------------------------------------------------------------
-    def _dns(self, flow: Flow, payload: memoryview, to_server: bool, frame: int,
-             t: int) -> None:
-        self._dns_wire(flow, payload, to_server, frame, t)
-
     def _dns_tcp(self, flow: Flow, st: _TcpState, payload: memoryview, to_server: bool,
                  frame: int, t: int) -> None:
         buf = st.dns_bufs[0 if to_server else 1]
@@ -590,12 +586,12 @@ class Dissector:
         del buf[:used]
         for wire in messages:
             st.dns_count += 1
-            self._dns_wire(flow, wire, to_server, frame, t)
+            self._dns(flow, wire, to_server, frame, t)
         if st.dns_count >= MAX_DNS_MESSAGES_PER_FLOW:
             flow.inspect = False
 
-    def _dns_wire(self, flow: Flow, wire: bytes | memoryview, to_server: bool, frame: int,
-                  t: int) -> None:
+    def _dns(self, flow: Flow, wire: bytes | memoryview, to_server: bool, frame: int,
+             t: int) -> None:
         """One DNS message: its answers go to the DNS cache, its records to EVE.
 
         Clients repeat their queries and a resolver repeats its answers (until their TTLs
