@@ -288,6 +288,28 @@ def test_held_fragments_expire_with_the_fragment_timeout(tmp_path: Path) -> None
     assert f["flow"]["pkts_toserver"] == 1
 
 
+def test_held_fragments_are_given_up_on_time_without_further_fragments(
+        tmp_path: Path) -> None:
+    """The fragment timeout acts as time passes, not only when another fragment comes:
+    the unattributed count (a metric) shows it before the capture ends."""
+    from monitor.decode import decode
+    from monitor.flow.table import FRAGMENT_TIMEOUT_NS, FlowTable
+
+    frags = _udp_fragments(81, 5358)
+    later = Ether() / IP(src="10.20.1.10", dst="10.0.0.53") / UDP(sport=5359, dport=53) \
+        / Raw(b"x")
+    pkts = [Ether() / frags[1], later]
+    path = _write(tmp_path / "lone.pcap", pkts)
+    later.time = pkts[0].time + FRAGMENT_TIMEOUT_NS / 1e9 + 1
+    wrpcap(str(path), pkts)
+    table = FlowTable()
+    for batch in CaptureReader([str(path)]):
+        table.update(decode(batch), batch.ts_ns, batch.wirelens, batch.first_frame, batch)
+    table.expire()
+    assert table.stats.fragments_unattributed == 1
+    assert table._held_count == 0
+
+
 def test_held_fragments_are_bounded(tmp_path: Path) -> None:
     from monitor.decode import decode
     from monitor.flow.table import MAX_HELD_FRAGMENTS, FlowTable

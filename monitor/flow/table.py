@@ -736,6 +736,8 @@ class FlowTable:
         timeout) as of packet time ``now_ns``; returns how many ended. ``full`` scans the
         whole table instead of stopping at the first recently touched flow."""
         now = self.now_ns if now_ns is None else now_ns
+        if self._held:  # a train whose first fragment never came is given up on time
+            self._forget_held(now)
         if not full:
             # A packet of an expired flow still starts a new one (update checks), so the
             # scan only decides when records are written: a few times per shortest timeout
