@@ -40,7 +40,7 @@ from typing import Any, Final
 from monitor.attribution import DnsCache
 from monitor.limits import Limits
 
-__all__ = ["END", "DnsExchange", "Outbox", "SharedDnsCache", "WorkerDns",
+__all__ = ["END", "DnsExchange", "Outbox", "SharedDnsCache", "WorkerDns", "ended_how",
            "run_workers"]
 
 #: Entries from other workers held before this worker takes them in; beyond it they are
@@ -236,8 +236,20 @@ def run_workers(count: int, make_source: Callable[[int], Any],
         worker_proc.join()
         if worker_proc.exitcode != 0:
             failed = True
-            log("error", message=f"worker {i} ended with exit code {worker_proc.exitcode}")
+            log("error", message=ended_how(i, worker_proc.exitcode))
     return 1 if failed else 0
+
+
+def ended_how(index: int, exitcode: int) -> str:
+    """What to say of a worker that did not end cleanly (``exitcode`` as
+    :attr:`multiprocessing.Process.exitcode` gives it: minus the signal that ended it)."""
+    if exitcode >= 0:
+        return f"worker {index} ended with exit code {exitcode}"
+    try:
+        name = signal.Signals(-exitcode).name
+    except ValueError:
+        name = f"signal {-exitcode}"
+    return f"worker {index} was ended by {name}"
 
 
 def _relay(procs: list[Any], conns: dict[Connection, int],
