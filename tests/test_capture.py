@@ -587,6 +587,23 @@ def test_batch_buffer_is_the_chunk(tmp_path: Path) -> None:
         assert int((b.offsets + b.caplens).max()) <= len(b.buffer)
 
 
+def test_record_cut_by_a_chunk_end_is_read_again_with_the_next_chunk(tmp_path: Path) -> None:
+    """A regular file is read again from the start of a record the chunk's end cut: no
+    batch holds that record alone (each batch costs the pipeline a pass). A stream that
+    cannot go back (gzip) gets the record whole as before, in a batch of its own."""
+    data = pcap_bytes(simple_packets(300))
+    path = write(tmp_path / "c.pcap", data)
+    reference, _, _ = read([path])
+    batches = list(CaptureReader([path], chunk_bytes=1000))
+    assert all(len(b) > 1 for b in batches[:-1])
+    assert len(batches) <= len(data) // (1000 - 120) + 1  # about one per chunk
+    assert rows_of(CaptureReader([path], chunk_bytes=1000)) == reference
+    packed = write(tmp_path / "c.pcap.gz", gzip.compress(data))
+    rows, reader, warnings = read([packed], chunk_bytes=1000)
+    assert warnings == [] and [r.data for r in rows] == [r.data for r in reference]
+    assert any(len(b) == 1 for b in CaptureReader([packed], chunk_bytes=1000))
+
+
 # ------------------------------------------------------------- gzip and directories
 
 

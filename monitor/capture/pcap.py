@@ -6,9 +6,10 @@ link type, snap length, ``if_tsresol`` and ``if_tsoffset``; Enhanced, Simple and
 obsolete Packet Blocks; every other block is skipped by its length). It reads the stream
 in chunks, walks the record headers of each chunk in one tight loop that only collects
 record positions, and decodes the header fields of all records at once with numpy. A
-record cut by the chunk end is completed from the next chunk (in a small buffer of its
-own, so chunks are never copied). Opening files, gzip and the order of several files are
-:mod:`monitor.capture.files`' business.
+record cut by the chunk end is read again from its start with the next chunk (a regular
+file) or completed from the next chunk in a small buffer of its own (a stream that cannot
+go back), so chunks are never copied. Opening files, gzip and the order of several files
+are :mod:`monitor.capture.files`' business.
 
 Damage part-way through a stream (a truncated record, an impossible length, a block whose
 two length fields disagree) ends the stream: every packet before it is yielded, then
@@ -21,10 +22,10 @@ import io
 import math
 import zlib
 from array import array
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from struct import Struct
-from typing import Final, Literal, Protocol
+from typing import Final, Literal, Protocol, TypeGuard
 
 import numpy as np
 import numpy.typing as npt
@@ -221,14 +222,18 @@ class _Input:
     """The current piece of a stream, refilled on demand with the unread tail kept.
 
     A record cut by the end of a chunk is not completed by joining the whole next chunk
-    onto it (a copy of every chunk): its missing bytes are copied from the next chunk into
-    a small buffer holding just that record, and the next chunk becomes the buffer right
-    after, as read.
+    onto it (a copy of every chunk). In a regular file, the next chunk is read from the
+    record's start: the record's bytes are read twice, and batches stay whole chunks. In
+    a stream that cannot go back (gzip, a pipe), the record's missing bytes are copied
+    from the next chunk into a small buffer holding just that record (a batch of its
+    own), and the next chunk becomes the buffer right after, as read.
     """
 
     __slots__ = (
         "live",
         "_read",
+        "_seek",
+        "_origin",
         "_chunk",
         "_at_end",
         "_next",
@@ -244,6 +249,12 @@ class _Input:
         # read error (truncated member, bad CRC) loses at most one small piece, whereas
         # read(n) discards everything decompressed during the failing call.
         self._read = stream.read1 if isinstance(stream, io.BufferedIOBase) else stream.read
+        #: Set for a regular file: it is read again from where a cut record starts.
+        self._seek: Callable[[int], int] | None = None
+        #: The stream's position when reading began (its offset 0).
+        self._origin = 0
+        if _is_regular_file(stream):
+            self._seek, self._origin = stream.seek, stream.tell()
         self._chunk = chunk_bytes
         self._at_end = False
         #: A chunk already read whose bytes from ``_next_pos`` on are still to come.
@@ -275,6 +286,10 @@ class _Input:
         base = self.base + pos
         if len(keep) >= need:
             self.buf, self.base = keep, base
+            return 0
+        if keep and self._seek is not None and not self._at_end:
+            self._seek(self._origin + base)
+            self.buf, self.base = self._read_chunk(max(self._chunk, need), need), base
             return 0
         following = self._next
         if following is not None:
@@ -316,6 +331,20 @@ class _Input:
             parts.append(data)
             got += len(data)
         return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _is_regular_file(stream: Readable) -> TypeGuard[io.FileIO]:
+    """An unbuffered regular file (not gzip, a pipe or a device): it can be read again
+    from an earlier offset."""
+    if not isinstance(stream, io.FileIO):
+        return False
+    import os
+    import stat
+
+    try:
+        return stat.S_ISREG(os.fstat(stream.fileno()).st_mode) and stream.seekable()
+    except (OSError, ValueError):
+        return False
 
 
 def _is_live(stream: Readable) -> bool:
