@@ -23,7 +23,7 @@ from monitor.capture.files import CaptureReader
 from monitor.config import Config, load_config
 from monitor.errors import CaptureError, ConfigError, OutputError
 from monitor.eve import EveWriter
-from monitor.gcpolicy import before_exit, packet_processing
+from monitor.gcpolicy import REPLAY_YOUNG, before_exit, packet_processing
 from monitor.pipeline import Pipeline
 from monitor.sinks import AlertSink, build_sinks
 from signatures import (
@@ -537,7 +537,7 @@ def _replay(paths: Sequence[str], config: Config, eve_target: str | None, quiet:
     if workers > 1:
         if speed is not None:
             raise ConfigError("--speed replays in one process: leave out --workers")
-        with packet_processing():
+        with packet_processing(young=REPLAY_YOUNG):
             return _replay_workers(paths, config, signatures, geo, eve_target, quiet,
                                    listeners, summary_out, evidence, metrics_textfile,
                                    metrics_listen, linger, workers)
@@ -561,7 +561,7 @@ def _replay(paths: Sequence[str], config: Config, eve_target: str | None, quiet:
     t0 = time.perf_counter()
     pace = _Pace(speed) if speed else None
     try:
-        with packet_processing():
+        with packet_processing(young=REPLAY_YOUNG):
             for batch in reader:
                 if pace is not None:
                     pace.wait(int(batch.ts_ns[0]), int(batch.ts_ns[-1]))
