@@ -570,6 +570,28 @@ def test_chunk_boundaries_do_not_change_results(
         assert reader.bytes_read == reader.total_bytes == path.stat().st_size
 
 
+@pytest.mark.parametrize("piece", [1, 7, 100, 1000])
+def test_pieces_walked_as_read_give_the_walk_of_the_whole_chunk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, piece: int
+) -> None:
+    """A file's chunk is read and walked a piece at a time: records cut by a piece's end,
+    a corrupt header and a truncated end come out as a walk of the whole chunk gives."""
+    data = pcap_bytes(simple_packets(120))
+    corrupt = bytearray(data)
+    at = 24 + sum(16 + len(p[1]) for p in simple_packets(100))
+    struct.pack_into("<I", corrupt, at + 8, 0xFFFFFFF0)
+    paths = [write(tmp_path / "whole.pcap", data),
+             write(tmp_path / "corrupt.pcap", bytes(corrupt)),
+             write(tmp_path / "cut.pcap", data[:-9])]
+    expected = {path: read([path], chunk_bytes=4096) for path in paths}
+    monkeypatch.setattr(pcapmod, "_PIECE_BYTES", piece)
+    for path in paths:
+        for chunk in (4096, 8 << 20):
+            rows, reader, warnings = read([path], chunk_bytes=chunk)
+            assert rows == expected[path][0]
+            assert warnings == expected[path][2] and reader.damaged == expected[path][1].damaged
+
+
 def test_record_larger_than_chunk(tmp_path: Path) -> None:
     data = payload(1, 200_000)
     path = write(tmp_path / "jumbo.pcap", pcap_bytes([(T0, data, len(data)), (T0 + 1, b"ab", 2)]))
@@ -579,12 +601,21 @@ def test_record_larger_than_chunk(tmp_path: Path) -> None:
 
 
 def test_batch_buffer_is_the_chunk(tmp_path: Path) -> None:
-    path = write(tmp_path / "c.pcap", pcap_bytes(simple_packets(200)))
-    batches = list(CaptureReader([path], chunk_bytes=1000))
-    assert len(batches) > 5
-    for b in batches:
-        assert isinstance(b.buffer, bytes) and len(b.buffer) < 1000 + 200
-        assert int((b.offsets + b.caplens).max()) <= len(b.buffer)
+    """A batch's buffer is the chunk its packets were read into: a file's chunk is a buffer
+    of its own (read in pieces), a stream's (gzip) the bytes read."""
+    data = pcap_bytes(simple_packets(200))
+    path = write(tmp_path / "c.pcap", data)
+    packed = write(tmp_path / "c.pcap.gz", gzip.compress(data))
+    for source, kind in ((path, memoryview), (packed, bytes)):
+        batches, firsts = [], []
+        for b in CaptureReader([source], chunk_bytes=1000):
+            batches.append(b)
+            firsts.append(b.packet(0))
+        assert len(batches) > 5
+        assert [b.packet(0) for b in batches] == firsts  # no buffer is read into again
+        for b in batches:
+            assert isinstance(b.buffer, kind) and len(b.buffer) < 1000 + 200
+            assert int((b.offsets + b.caplens).max()) <= len(b.buffer)
 
 
 def test_record_cut_by_a_chunk_end_is_read_again_with_the_next_chunk(tmp_path: Path) -> None:
