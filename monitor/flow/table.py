@@ -204,6 +204,10 @@ class Flow:
             self._cid = community_id(src, dest, self.proto, sport, dport, self.cid_seed)
         return self._cid
 
+    def identify(self) -> None:
+        """Compute the flow's Community ID and flow id now (else done on first use)."""
+        _ = self.community_id, self.flow_id
+
     @property
     def flow_id(self) -> int:
         """A stable 51-bit id (safe in JSON doubles) unique per flow record."""
@@ -512,6 +516,12 @@ class FlowTable:
         to_server[sel] = (dirn == 0) == client_is_a[group_of_sel]
         self.now_ns = max(self.now_ns, now)
         adopted = self._adopt(adopt, idx, group_of_sel, swap, flows) if adopt else []
+        # The new flows' identities, the batch's together: the same hashing code back to
+        # back costs half what it costs spread among the rest of the batch's work (the
+        # 19,295 flows of the 1M-packet bench capture: 0.14 s against 0.28 s).
+        for flow in flows:
+            if flow._fid is None:
+                flow.identify()
         return Assignment(flows, group, to_server, adopted)
 
     def _adopt(self, adopt: list[tuple[int, list[HeldFragment]]], idx: npt.NDArray[np.int64],
