@@ -14,7 +14,7 @@ import functools
 import os
 import stat
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import IO, Any, Final
 
 import orjson
@@ -24,7 +24,7 @@ from monitor.errors import ConfigError, OutputError
 from monitor.flow.table import TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, Flow
 from monitor.iptext import ip_text
 
-__all__ = ["EveWriter", "eve_time", "flow_record", "proto_name"]
+__all__ = ["EveWriter", "eve_time", "flow_record", "prepare_headers", "proto_name"]
 
 _PROTO_NAMES: Final = {Proto.TCP: "TCP", Proto.UDP: "UDP", Proto.ICMP: "ICMP",
                        Proto.ICMPV6: "IPv6-ICMP", Proto.SCTP: "SCTP", Proto.GRE: "GRE",
@@ -71,6 +71,17 @@ def flow_header(flow: Flow, event_type: str, ts_ns: int,
         tail = flow.ext["eve_tail"] = _header_tail(flow)
     rec.update(tail)
     return rec
+
+
+def prepare_headers(flows: Iterable[Flow]) -> None:
+    """Make the header fields of new ``flows``' records now, all together: one after
+    another they cost about two thirds of what each costs made at its flow's first
+    record, amid other work (the 19,295 flows of the 1M-packet bench capture: 4.5-5.5 us
+    each against 7.4 us)."""
+    for flow in flows:
+        ext = flow.ext
+        if "eve_tail" not in ext:
+            ext["eve_tail"] = _header_tail(flow)
 
 
 def _header_tail(flow: Flow) -> dict[str, Any]:

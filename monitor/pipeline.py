@@ -24,7 +24,7 @@ from monitor.capture.batch import Batch
 from monitor.config import Config, load_config
 from monitor.decode import Columns, Proto, Undecoded, decode_all
 from monitor.dissect import DNS_PORTS, Dissector, with_attr
-from monitor.eve import EveWriter, flow_record
+from monitor.eve import EveWriter, flow_record, prepare_headers
 from monitor.flow.table import Assignment, Flow, FlowTable, FlowTimeouts
 from signatures import SignatureSet, load_signature_set
 
@@ -162,8 +162,10 @@ class Pipeline:
         for cols in layers:
             if cols.depth:
                 st.tunnelled_packets += len(cols)
+            known = len(self._new_flows)
             assign = self.table.update(cols, batch.ts_ns, batch.wirelens, batch.first_frame,
                                        batch)
+            prepare_headers(self._new_flows[known:])
             self.alerts.context = (batch, cols.index, assign)
             self.dissector.process(batch, cols, assign)
             assigned.append((cols.index, assign))
