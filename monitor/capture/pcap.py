@@ -248,9 +248,8 @@ class _Input:
     __slots__ = (
         "live",
         "_read",
-        "_seek",
+        "_file",
         "_origin",
-        "_readinto",
         "_walked",
         "_chunk",
         "_at_end",
@@ -267,14 +266,11 @@ class _Input:
         # read error (truncated member, bad CRC) loses at most one small piece, whereas
         # read(n) discards everything decompressed during the failing call.
         self._read = stream.read1 if isinstance(stream, io.BufferedIOBase) else stream.read
-        #: Set for a regular file: it is read again from where a cut record starts.
-        self._seek: Callable[[int], int] | None = None
+        #: Set for a regular file: it is read in pieces, and again from where a cut
+        #: record starts.
+        self._file = stream if _is_regular_file(stream) else None
         #: The stream's position when reading began (its offset 0).
-        self._origin = 0
-        self._readinto: Callable[[memoryview], int | None] = lambda view: 0
-        if _is_regular_file(stream):
-            self._seek, self._origin = stream.seek, stream.tell()
-            self._readinto = stream.readinto
+        self._origin = self._file.tell() if self._file is not None else 0
         self._walked: Walked | None = None
         self._chunk = chunk_bytes
         self._at_end = False
@@ -312,11 +308,11 @@ class _Input:
         if len(keep) >= need:
             self.buf, self.base = keep, base
             return 0
-        if self._seek is not None:
+        if self._file is not None:
             if not self._at_end:
                 if keep:
-                    self._seek(self._origin + base)
-                keep = self._read_file_chunk(max(self._chunk, need), walk)
+                    self._file.seek(self._origin + base)
+                keep = self._read_file_chunk(self._file, max(self._chunk, need), walk)
             self.buf, self.base = keep, base
             return 0
         if not isinstance(keep, bytes):  # a stream's chunks are bytes (not a file's)
@@ -348,16 +344,16 @@ class _Input:
         walked, self._walked = self._walked, None
         return walked
 
-    def _read_file_chunk(self, want: int, walk: Walker | None) -> Buffer:
-        """Up to ``want`` bytes of a regular file from its position, read into a buffer of
-        their own in pieces of :data:`_PIECE_BYTES`, each walked with ``walk`` after it
-        is read."""
+    def _read_file_chunk(self, file: io.FileIO, want: int, walk: Walker | None) -> Buffer:
+        """Up to ``want`` bytes of ``file`` from its position, read into a buffer of their
+        own in pieces of :data:`_PIECE_BYTES`, each walked with ``walk`` after it is
+        read."""
         chunk = np.empty(want, dtype=np.uint8).data  # not zeroed: every byte kept is read
         filled = at = 0
         parts: list[Walked] = []
         while filled < want:
             try:
-                got = self._readinto(chunk[filled:min(want, filled + _PIECE_BYTES)])
+                got = file.readinto(chunk[filled:min(want, filled + _PIECE_BYTES)])
             except OSError as exc:
                 self._at_end = True
                 self.error = f"cannot read further ({exc})"
