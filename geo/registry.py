@@ -18,12 +18,13 @@ from __future__ import annotations
 import datetime as dt
 import fnmatch
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Final
+
+import tomli
 
 from geo.errors import GeoError
 
@@ -162,8 +163,8 @@ def load_registry(path: Path) -> JurisdictionRegistry:
     except UnicodeDecodeError as exc:
         raise GeoError(f"not UTF-8 text: {exc.reason}", path=path) from exc
     try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+        data = tomli.loads(text)
+    except tomli.TOMLDecodeError as exc:
         found = _TOML_LINE_RE.search(str(exc))
         line = int(found.group(1)) if found else None
         raise GeoError(f"invalid TOML: {exc}", path=path, line=line) from exc

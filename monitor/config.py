@@ -13,10 +13,11 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
+
+import tomli
 
 from monitor.errors import ConfigError
 from monitor.flow.table import MAX_FLOWS, FlowTimeouts
@@ -243,8 +244,8 @@ def load_config(path: str | Path | None) -> Config:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{p}: cannot read: {exc}") from None
     try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+        doc = tomli.loads(text)
+    except tomli.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: invalid TOML: {exc}") from None
     c = _Checker(p, text)
     c.table(doc, "", _TOP)

@@ -5,7 +5,7 @@ in ``signatures/README.md``. Validation is strict and all-or-nothing: an unknown
 key, a value of the wrong type or outside its closed set, an invalid pattern, CIDR, ASN or
 jurisdiction code, or a pattern claimed twice rejects the whole set with one
 :class:`~signatures.errors.SignatureError` whose message names the file, the line (found
-by scanning the text, since tomllib reports none for keys), the key and the problem.
+by scanning the text, since the TOML parser reports none for keys), the key and the problem.
 Nothing is ever partly loaded.
 """
 
@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
+
+import tomli
 
 from signatures.errors import SignatureError
 from signatures.matcher import (
@@ -598,8 +599,8 @@ def _parse(data: bytes, path: str, stem: str) -> _Parsed:
             f"not UTF-8 text (bad byte at offset {exc.start})", path=path
         ) from None
     try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+        doc = tomli.loads(text)
+    except tomli.TOMLDecodeError as exc:
         found = _TOML_LINE_RE.search(str(exc))
         line = int(found.group(1)) if found else None
         raise SignatureError(f"invalid TOML: {exc}", path=path, line=line) from None

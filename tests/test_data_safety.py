@@ -205,7 +205,7 @@ def test_no_code_execution_or_shell_in_the_product() -> None:
 
 
 def test_config_signature_and_registry_files_are_data_only() -> None:
-    """TOML (tomllib) is the only format read from config, signature and registry files;
+    """TOML (tomli) is the only format read from config, signature and registry files;
     nothing imports a loader that can build objects (PyYAML, pickle, jsonpickle)."""
     imported = set()
     for path in _product_sources():
@@ -214,7 +214,7 @@ def test_config_signature_and_registry_files_are_data_only() -> None:
                 imported |= {a.name.split(".")[0] for a in node.names}
             elif isinstance(node, ast.ImportFrom) and node.module:
                 imported.add(node.module.split(".")[0])
-    assert "tomllib" in imported
+    assert "tomli" in imported and "tomllib" not in imported
     assert not imported & {"yaml", "pickle", "shelve", "marshal", "jsonpickle", "dill"}
 
 

@@ -672,7 +672,7 @@ def test_ja4_error(tmp_path: Path) -> None:
     expect_error(tmp_path, path, line_of(path, "fingerprint"), "ja4[1].fingerprint", "not a JA4")
 
 
-def test_toml_syntax_error_uses_tomllib_line(tmp_path: Path) -> None:
+def test_toml_syntax_error_uses_the_parsers_line(tmp_path: Path) -> None:
     path = write_vendor(tmp_path, "acme", GOOD_BODY + "\n[[names]]\npattern = \n")
     expect_error(tmp_path, path, line_of(path, "pattern = ", 3), None, "invalid TOML")
 
