@@ -20,6 +20,7 @@ standard library's IDNA codec (RFC 3490 ToASCII). Everything here is a pure func
 
 from __future__ import annotations
 
+import functools
 import itertools
 from dataclasses import dataclass
 from typing import Final
@@ -262,8 +263,12 @@ def _check_label(label: str, position: str) -> str:
     return label
 
 
+@functools.lru_cache(maxsize=8192)
 def compile_pattern(text: str) -> CompiledPattern:
     """Validate and compile one plain pattern (ranges/alternations already expanded).
+
+    Cached: the loader checks every pattern and the matcher then compiles the same text
+    for its trie (a pattern that fails is not cached, and fails again the same way).
 
     Rules: at most MAX_PATTERN_LABELS labels and MAX_NAME_LEN characters; a lone ``*``
     as the first label means "strictly below" and needs at least two labels after it;
