@@ -22,13 +22,10 @@ loses nothing: a new sink on the same directory delivers what was left, first.
 
 from __future__ import annotations
 
-import http.client
 import json
 import logging
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -199,7 +196,11 @@ class AlertmanagerSink(QueuedSink):
         self.error: str | None = None
         self.spool: Spool | None = None
         self._active: dict[tuple[tuple[str, str], ...], _Active] = {}
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        # Imported here: urllib.request brings http.client, ssl and email, some 20 ms of
+        # every start of avmon, and only a configured Alertmanager needs them.
+        from urllib.request import ProxyHandler, build_opener
+
+        self._opener = build_opener(ProxyHandler({}))
         self._retry_at = 0.0
         self._resend_at = 0.0
         self._close_deadline = float("inf")
@@ -430,17 +431,21 @@ class AlertmanagerSink(QueuedSink):
         self._active.pop(tuple(sorted(entry.labels.items())), None)
 
     def _post(self, entries: list[_Active], timeout: float) -> _Outcome:
+        from http.client import HTTPException  # loaded by __init__'s urllib.request
+        from urllib.error import HTTPError
+        from urllib.request import Request
+
         body = json.dumps([self._payload(a) for a in entries]).encode()
-        req = urllib.request.Request(self.endpoint, data=body, method="POST", headers={
+        req = Request(self.endpoint, data=body, method="POST", headers={
             "Content-Type": "application/json", "User-Agent": "avmon"})
         try:
             with self._opener.open(req, timeout=timeout) as resp:
                 resp.read()
                 return _Outcome.OK
-        except urllib.error.HTTPError as e:
+        except HTTPError as e:
             try:
                 detail = e.read(_ERROR_BODY_BYTES).decode("utf-8", "replace").strip()
-            except (OSError, http.client.HTTPException):
+            except (OSError, HTTPException):
                 detail = ""
             finally:
                 e.close()
@@ -451,7 +456,7 @@ class AlertmanagerSink(QueuedSink):
             log.error("%s: %s rejected %d alert(s): HTTP %d %s", self.name, self.endpoint,
                       len(entries), e.code, detail)
             return _Outcome.REJECTED
-        except (OSError, http.client.HTTPException) as e:
+        except (OSError, HTTPException) as e:
             self.count(errors=1)
             reason = getattr(e, "reason", None) or e
             self._log_failure(str(reason))
