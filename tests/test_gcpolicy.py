@@ -120,15 +120,15 @@ def test_live_capture_processes_packets_under_the_settings() -> None:
 
 
 def test_the_command_exits_without_the_final_collections(tmp_path: Path) -> None:
-    """``avmon`` (monitor.cli:run) freezes what is left before the interpreter ends, once
-    every record is written."""
+    """``avmon`` (monitor.__main__:run, then monitor.cli:run) freezes what is left before
+    the interpreter ends, once every record is written."""
     eve = tmp_path / "eve.json"
     code = (
         "import atexit, gc, sys\n"
-        "import monitor.cli as cli\n"
+        "import monitor.__main__ as entry\n"
         "atexit.register(lambda: print('frozen', gc.get_freeze_count() > 0))\n"
         f"sys.argv = ['avmon', 'replay', '-q', '--workers', '1', '--eve', {str(eve)!r}]\n"
-        "cli.run()\n")
+        "entry.run()\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
@@ -142,4 +142,33 @@ def test_the_command_exits_without_the_final_collections(tmp_path: Path) -> None
 
 def test_the_installed_command_is_the_one_that_freezes() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    assert project["project"]["scripts"]["avmon"] == "monitor.cli:run"
+    assert project["project"]["scripts"]["avmon"] == "monitor.__main__:run"
+
+
+def test_the_command_imports_with_the_collector_paused(tmp_path: Path) -> None:
+    """No collection runs while the command line is imported (the package itself imports
+    nothing heavy first); the collector is on again when the command runs."""
+    eve = tmp_path / "eve.json"
+    code = (
+        "import atexit, gc, sys\n"
+        "import monitor.__main__ as entry\n"
+        "import monitor.gcpolicy as gp\n"
+        "assert 'monitor.pipeline' not in sys.modules, 'the package imported the pipeline'\n"
+        "during_import, enabled = [], []\n"
+        "def watch(phase, info):\n"
+        "    cli = sys.modules.get('monitor.cli')\n"
+        "    if phase == 'start' and (cli is None or not hasattr(cli, 'run')):\n"
+        "        during_import.append(info['generation'])\n"
+        "exit_as_before = gp.before_exit\n"
+        "def before_exit():\n"
+        "    enabled.append(gc.isenabled())\n"
+        "    exit_as_before()\n"
+        "gp.before_exit = before_exit\n"
+        "atexit.register(lambda: print(len(during_import), enabled))\n"
+        "gc.callbacks.append(watch)\n"
+        f"sys.argv = ['avmon', 'replay', '-q', '--workers', '1', '--eve', {str(eve)!r}]\n"
+        "entry.run()\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["0", "[True]"]
