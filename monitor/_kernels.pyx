@@ -519,3 +519,64 @@ def dns_message(bytes raw not None, bint strict, message_cls, question_cls, answ
                                bool(flags & 0x0020), bool(flags & 0x0010), tuple(questions),
                                tuple(answers), tuple(authorities), ns, ar, False, 0,
                                trailing))
+
+
+# ---------------------------------------------------------------------- EVE timestamps
+
+cdef inline void _digits(char *out, long long value, int width) noexcept nogil:
+    """``value`` (non-negative) as ``width`` decimal digits, zero-padded, at ``out``."""
+    cdef int i
+    for i in range(width - 1, -1, -1):
+        out[i] = <char>(48 + value % 10)
+        value //= 10
+
+
+def eve_time(ns):
+    """Reference: ``monitor.eve._eve_time_py``. ``ns`` (nanoseconds since 1970, UTC) as
+    Suricata writes a timestamp, ``2026-11-28T00:13:50.123456+0000``: the date by the
+    days-to-civil arithmetic of the proleptic Gregorian calendar (as ``datetime`` uses),
+    with no Python object made on the way but the result. Every record carries one or
+    two. An integer outside int64 (no packet time is) goes to the reference."""
+    cdef long long v, secs, rem, days, sod, z, era, doe, yoe, y, doy, mp, d, m
+    cdef char out[31]
+    try:
+        v = ns
+    except OverflowError:
+        from monitor.eve import _eve_time_py
+        return _eve_time_py(ns)
+    # Floor division and modulo (Python's, as the reference's divmod): times before 1970
+    # count back from the start of their second and day.
+    secs = v // 1000000000
+    rem = v % 1000000000
+    days = secs // 86400
+    sod = secs % 86400
+    # Days since 1970-01-01 to (year, month, day) (H. Hinnant's civil_from_days).
+    z = days + 719468
+    era = z // 146097
+    doe = z - era * 146097
+    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+    y = yoe + era * 400
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    d = doy - (153 * mp + 2) // 5 + 1
+    m = mp + 3 if mp < 10 else mp - 9
+    if m <= 2:
+        y += 1
+    if y < 1000 or y > 9999:  # int64 nanoseconds span 1677-2262; four digits always
+        from monitor.eve import _eve_time_py
+        return _eve_time_py(ns)
+    _digits(out, y, 4)
+    out[4] = b'-'
+    _digits(out + 5, m, 2)
+    out[7] = b'-'
+    _digits(out + 8, d, 2)
+    out[10] = b'T'
+    _digits(out + 11, sod // 3600, 2)
+    out[13] = b':'
+    _digits(out + 14, sod // 60 % 60, 2)
+    out[16] = b':'
+    _digits(out + 17, sod % 60, 2)
+    out[19] = b'.'
+    _digits(out + 20, rem // 1000, 6)
+    memcpy(out + 26, b"+0000", 5)
+    return PyUnicode_DecodeASCII(out, 31, NULL)

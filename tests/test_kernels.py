@@ -365,3 +365,53 @@ def test_kernel_results_are_the_frozen_classes_themselves() -> None:
                        dnsp._type_name, ip_text, dnsp.MAX_QUESTIONS,
                        dnsp.MAX_ANSWERS, dnsp.MAX_RECORDS)
     assert calls == [("www.example.com", "A", "IN")]
+
+
+# ----------------------------------------------------------------- EVE timestamps
+
+#: Instants where a calendar computation goes wrong if it goes wrong at all: the epoch and
+#: a nanosecond either side, leap days (2000: a 400-year leap; 1900 and 2100: not leap
+#: years), the ends of months and years, and the ends of int64 nanoseconds (1677, 2262).
+TIME_EDGES = [0, 1, -1, 999_999_999, 10**9, -10**9, -10**9 - 1, -(10**9) + 1,
+              951_782_400 * 10**9, 951_868_800 * 10**9 - 1, 951_868_800 * 10**9,
+              -2_203_891_200 * 10**9, -2_203_891_200 * 10**9 - 1,
+              4_107_542_400 * 10**9, 4_107_542_400 * 10**9 - 1,
+              1_767_225_599_999_999_999, 1_767_225_600 * 10**9, 1_764_288_830_123_456_789,
+              2**63 - 1, -(2**63), 2**31 * 10**9, -(2**31) * 10**9]
+
+
+@needs_native
+@pytest.mark.parametrize("ns", TIME_EDGES)
+def test_kernel_eve_time_at_calendar_edges(ns: int) -> None:
+    from monitor.eve import _eve_time_py
+    assert native is not None
+    assert native.eve_time(ns) == _eve_time_py(ns)
+
+
+@needs_native
+@settings(max_examples=3000, deadline=None)
+@given(st.integers(min_value=-(2**63), max_value=2**63 - 1))
+def test_kernel_eve_time_on_any_int64(ns: int) -> None:
+    from monitor.eve import _eve_time_py
+    assert native is not None
+    assert native.eve_time(ns) == _eve_time_py(ns)
+
+
+@needs_native
+def test_kernel_eve_time_beyond_int64_is_the_references() -> None:
+    """No packet time is outside int64; an integer that is gets the reference's answer
+    (a date up to 9999) or error, not an overflow of the kernel's own."""
+    from monitor.eve import _eve_time_py
+    assert native is not None
+    beyond = 253_402_300_799 * 10**9 + 999_999_999  # 9999-12-31T23:59:59.999999
+    assert native.eve_time(beyond) == _eve_time_py(beyond) == \
+        "9999-12-31T23:59:59.999999+0000"
+    with pytest.raises(ValueError):
+        _eve_time_py(beyond + 1)
+    with pytest.raises(ValueError):
+        native.eve_time(beyond + 1)
+
+
+def test_eve_time_is_the_kernel_when_built() -> None:
+    from monitor import eve
+    assert eve.eve_time is (native.eve_time if native is not None else eve._eve_time_py)
