@@ -72,48 +72,55 @@ def flow_header(flow: Flow, event_type: str, ts_ns: int,
                 timestamp: str | None = None) -> dict[str, Any]:
     """The fields every record about ``flow`` starts with (``timestamp``: ``ts_ns`` as
     text, when the caller has it already)."""
-    rec: dict[str, Any] = {"timestamp": timestamp or eve_time(ts_ns), "flow_id": flow.flow_id,
-                           "event_type": event_type}
-    tail = flow.ext.get("eve_tail")
-    if tail is None:
-        tail = flow.ext["eve_tail"] = _header_tail(flow)
-    rec.update(tail)
+    head = flow.ext.get("eve_head")
+    if head is None:
+        head = flow.ext["eve_head"] = _header(flow)
+    # A copy of the flow's own header with the two fields that change filled in: the
+    # keys keep their places, and copying a dict costs a third of building it anew.
+    rec = head.copy()
+    rec["timestamp"] = timestamp or eve_time(ts_ns)
+    rec["event_type"] = event_type
     return rec
 
 
 def prepare_headers(flows: Iterable[Flow]) -> None:
-    """Make the header fields of new ``flows``' records now (the flow id, the Community
-    ID and the rest of the fields after ``event_type``), all together: one flow after
-    another they cost about half of what they cost made at each flow's first record,
-    amid other work (measured on the 1M-packet bench capture)."""
+    """Make the header of new ``flows``' records now (with the flow id and the Community
+    ID), all together: one flow after another they cost about half of what they cost
+    made at each flow's first record, amid other work (measured on the 1M-packet bench
+    capture)."""
     for flow in flows:
         ext = flow.ext
-        if "eve_tail" not in ext:
+        if "eve_head" not in ext:
             flow.identify()
-            ext["eve_tail"] = _header_tail(flow)
+            ext["eve_head"] = _header(flow)
 
 
-def _header_tail(flow: Flow) -> dict[str, Any]:
-    """The header fields after ``event_type``, the same in every record of the flow."""
+def _header(flow: Flow) -> dict[str, Any]:
+    """The header fields of every record of the flow, in their order; ``timestamp`` and
+    ``event_type`` are each record's own and left empty here. (A flow continued after the
+    active timeout is a new record with its own flow id: the pipeline drops the header
+    it inherits.)"""
     if flow.client_is_a:
         src, sport, dest, dport = flow.a_addr, flow.a_port, flow.b_addr, flow.b_port
     else:
         src, sport, dest, dport = flow.b_addr, flow.b_port, flow.a_addr, flow.a_port
+    head: dict[str, Any] = {"timestamp": "", "flow_id": flow.flow_id, "event_type": ""}
     proto = flow.proto
+    head["src_ip"] = ip_text(src)
     if proto in _PORT_PROTOS:
-        tail: dict[str, Any] = {"src_ip": ip_text(src), "src_port": sport,
-                                "dest_ip": ip_text(dest), "dest_port": dport}
-    else:
-        tail = {"src_ip": ip_text(src), "dest_ip": ip_text(dest)}
-    tail["proto"] = proto_name(proto)
+        head["src_port"] = sport
+    head["dest_ip"] = ip_text(dest)
+    if proto in _PORT_PROTOS:
+        head["dest_port"] = dport
+    head["proto"] = proto_name(proto)
     if flow.proto in _ICMP_PROTOS:
         icmp_type, icmp_code = flow.ext.get("icmp", (0, 0))
-        tail["icmp_type"] = icmp_type
-        tail["icmp_code"] = icmp_code
+        head["icmp_type"] = icmp_type
+        head["icmp_code"] = icmp_code
     if flow.vlan:
-        tail["vlan"] = [flow.vlan]
-    tail["community_id"] = flow.community_id
-    return tail
+        head["vlan"] = [flow.vlan]
+    head["community_id"] = flow.community_id
+    return head
 
 
 @functools.lru_cache(maxsize=4096)

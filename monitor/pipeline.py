@@ -253,6 +253,7 @@ class Pipeline:
 
     def _flow_continued(self, old: Flow, new: Flow) -> None:
         """A long flow cut by the active timeout goes on as a new record."""
+        new.ext.pop("eve_head", None)  # the old record's: its flow id is the old one's
         if "av_key" in new.ext:
             new.ext["av_counted"] = 0
             self._av_flows[id(new)] = new

@@ -388,6 +388,27 @@ def test_idle_timeout_splits_flow(tmp_path: Path) -> None:
     assert fl[0]["flow"]["reason"] == "timeout"
 
 
+def test_active_timeout_continues_as_records_of_their_own(tmp_path: Path) -> None:
+    """A flow longer than the active timeout is written in parts: each part is a record
+    with a flow id of its own, and the same addresses and Community ID."""
+    q = Ether() / IP(src="10.20.1.10", dst="10.0.0.9") / UDP(sport=7000, dport=9999) / Raw(b"a")
+    path = tmp_path / "long.pcap"
+    w = PcapWriter(str(path))
+    for t in range(0, 400, 50):
+        p = q.copy()
+        p.time = T0 + t
+        w.write(p)
+    w.close()
+    records, _ = replay([path], tmp_path, timeouts=FlowTimeouts(udp_idle=120, active=100))
+    parts = flows(records, "UDP")
+    assert len(parts) >= 2
+    assert [f["flow"]["reason"] for f in parts][:-1] == ["active_timeout"] * (len(parts) - 1)
+    assert len({f["flow_id"] for f in parts}) == len(parts)
+    assert len({(f["src_ip"], f["src_port"], f["dest_ip"], f["dest_port"], f["community_id"])
+                for f in parts}) == 1
+    assert sum(f["flow"]["pkts_toserver"] for f in parts) == 8
+
+
 def test_flow_table_cap_evicts_and_counts(tmp_path: Path) -> None:
     pkts = [Ether() / IP(src="10.20.1.10", dst="77.74.176.10")
             / TCP(sport=20000 + i, dport=443, flags="S") for i in range(300)]
