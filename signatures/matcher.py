@@ -276,6 +276,8 @@ _Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 #: Addresses whose match_ip answer is remembered (destinations recur).
 _IP_CACHE_MAX: Final = 65536
+#: Names whose match_name answer is remembered (a client names the same hosts again).
+_NAME_CACHE_MAX: Final = 65536
 
 
 class SignatureSet:
@@ -290,6 +292,7 @@ class SignatureSet:
         "_asn",
         "_ip_cache",
         "_ja4",
+        "_name_cache",
         "_pattern_count",
         "_prefix_lens",
         "_prefixes",
@@ -309,6 +312,7 @@ class SignatureSet:
     _ja4: dict[str, tuple[Ja4Match, ...]]
     _version: str | None
     _ip_cache: dict[str, tuple[IpMatch, ...]]
+    _name_cache: dict[str, NameMatch | None]
 
     def __init__(self, vendors: Iterable[Vendor]) -> None:
         ordered = tuple(sorted(vendors, key=lambda v: v.id))
@@ -333,6 +337,8 @@ class SignatureSet:
         init(self, "_version", None)
         #: Answers of match_ip by address text (an internal memo; the set is unchanged).
         init(self, "_ip_cache", {})
+        #: Answers of match_name by name (the same).
+        init(self, "_name_cache", {})
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"SignatureSet is immutable (cannot set {name!r})")
@@ -379,8 +385,19 @@ class SignatureSet:
         Case-insensitive, a trailing dot ignored, IDN compared in A-label form. Never
         raises: text that is not a usable DNS name does not match.
         """
+        cache = self._name_cache
+        try:
+            return cache[name]
+        except KeyError:
+            pass
+        except TypeError:  # not hashable: not a name
+            return None
         hit, _ = self._lookup(name)
-        return None if hit is None else hit.match
+        found = None if hit is None else hit.match
+        if len(cache) >= _NAME_CACHE_MAX:
+            cache.clear()
+        cache[name] = found
+        return found
 
     def _lookup(self, name: str) -> tuple[_Hit | None, int]:
         """Return the best hit and the number of trie nodes visited (for tests)."""

@@ -752,6 +752,28 @@ def test_match_name_never_raises_on_name_like_text(labels: list[str], suffix: st
         assert result.vendor_id == "kaspersky"
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(["ksn.kaspersky.com", "KSN.Kaspersky.com.", "s07.upd.kaspersky.com",
+                                 "example.org", "360.cn", "qup.f.360.cn", "", "."]),
+                max_size=12))
+def test_remembered_name_answers_are_the_tries(names: list[str]) -> None:
+    """match_name remembers its answers, in a bounded memo: each is what the trie says."""
+    for name in names:
+        hit, _ = _SET._lookup(name)
+        assert _SET.match_name(name) == (None if hit is None else hit.match)
+        assert _SET.match_name(name) == (None if hit is None else hit.match)
+    assert _SET.match_name(["not", "hashable"]) is None  # type: ignore[arg-type]
+
+
+def test_remembered_names_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    import signatures.matcher as matcher
+    monkeypatch.setattr(matcher, "_NAME_CACHE_MAX", 3)
+    fresh = load_signature_set()
+    for i in range(10):
+        assert fresh.match_name(f"h{i}.ksn.kaspersky.com") is not None
+        assert len(fresh._name_cache) <= 3
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.text(max_size=60))
 def test_other_lookups_never_raise(text: str) -> None:
