@@ -549,6 +549,10 @@ class Dissector:
                first_error: ParseError | None) -> None:
         """Google QUIC (Q0xx) carries its client hello in the clear."""
         flow.inspect = False
+        if not quicp.may_be_gquic(payload):  # what the parser would refuse at once
+            if first_error is not None:
+                self.stats.error("quic", first_error)
+            return
         try:
             chlo = quicp.parse_gquic_client_hello(payload)
         except ParseError as exc:

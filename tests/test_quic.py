@@ -53,6 +53,7 @@ from monitor.parsers.quic import (
     QuicInitialAssembler,
     UnsupportedVersion,
     initial_keys,
+    may_be_gquic,
     parse_frames,
     parse_gquic_client_hello,
     parse_initial_datagram,
@@ -601,6 +602,21 @@ def test_gquic_q025_fixture() -> None:
     # Not an IETF QUIC long header: the IETF path sees a short header and stops.
     assert split_datagram(data) == ()
     assert QuicInitialAssembler().feed_handshake(data) is None
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.binary(max_size=40), st.sampled_from([b"", b"Q043", b"Q025", b"Q050", b"T051"]),
+       st.integers(0, 255))
+def test_gquic_quick_refusal_is_the_parsers(head: bytes, tag: bytes, flags: int) -> None:
+    """What may_be_gquic turns away, the parser refuses too (the dissector skips the
+    parser, and its exception, for those); the real CHLO passes."""
+    data = (QDATA / "gquic_q025_chlo.bin").read_bytes()
+    assert may_be_gquic(data)
+    for candidate in (head, bytes([flags]) + head[1:9] + tag + data[13:],
+                      bytes([flags]) + data[1:], head + data[len(head):]):
+        if not may_be_gquic(candidate):
+            with pytest.raises(ParseError):
+                parse_gquic_client_hello(candidate)
 
 
 def test_gquic_rejects() -> None:

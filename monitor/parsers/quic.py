@@ -71,6 +71,7 @@ __all__ = [
     "QuicInitialAssembler",
     "UnsupportedVersion",
     "initial_keys",
+    "may_be_gquic",
     "parse_frames",
     "parse_gquic_client_hello",
     "parse_initial_datagram",
@@ -901,6 +902,15 @@ def _ascii(value: bytes, what: str) -> str:
         return value.decode("ascii")
     except UnicodeDecodeError:
         raise BadValue(f"{what} is not ASCII") from None
+
+
+def may_be_gquic(data: bytes | memoryview) -> bool:
+    """False when :func:`parse_gquic_client_hello` would refuse ``data`` at its first
+    bytes: public flags without the version bit, with a reset or an IETF long header's
+    bit, or without an 8-byte connection ID, or no ``Q`` version tag after it. Most UDP
+    that is not QUIC ends here, without the cost of an exception."""
+    return len(data) >= 13 and data[0] & 0x83 == 0x01 and data[0] & 0x08 != 0 \
+        and data[9] == 0x51
 
 
 def parse_gquic_client_hello(data: bytes | memoryview) -> GQuicClientHello:
