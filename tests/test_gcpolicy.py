@@ -123,16 +123,9 @@ def test_the_command_exits_without_the_final_collections(tmp_path: Path) -> None
     """``avmon`` (monitor.__main__:run, then monitor.cli:run) freezes what is left before
     the interpreter ends, once every record is written."""
     eve = tmp_path / "eve.json"
-    code = (
-        "import atexit, gc, sys\n"
-        "import monitor.__main__ as entry\n"
-        "atexit.register(lambda: print('frozen', gc.get_freeze_count() > 0))\n"
-        f"sys.argv = ['avmon', 'replay', '-q', '--workers', '1', '--eve', {str(eve)!r}]\n"
-        "entry.run()\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ["frozen", "True"]
+    out = _command_replays_demo(
+        "atexit.register(lambda: print('frozen', gc.get_freeze_count() > 0))\n", eve)
+    assert out.split() == ["frozen", "True"]
     records = [json.loads(line) for line in eve.read_text().splitlines()]
     in_process = tmp_path / "in-process.json"
     assert cli._replay([str(cli.DEMO_CAPTURE)], load_config(None), str(in_process),
@@ -148,10 +141,7 @@ def test_the_installed_command_is_the_one_that_freezes() -> None:
 def test_the_command_imports_with_the_collector_paused(tmp_path: Path) -> None:
     """No collection runs while the command line is imported (the package itself imports
     nothing heavy first); the collector is on again when the command runs."""
-    eve = tmp_path / "eve.json"
-    code = (
-        "import atexit, gc, sys\n"
-        "import monitor.__main__ as entry\n"
+    out = _command_replays_demo(
         "import monitor.gcpolicy as gp\n"
         "assert 'monitor.pipeline' not in sys.modules, 'the package imported the pipeline'\n"
         "during_import, enabled = [], []\n"
@@ -165,10 +155,19 @@ def test_the_command_imports_with_the_collector_paused(tmp_path: Path) -> None:
         "    exit_as_before()\n"
         "gp.before_exit = before_exit\n"
         "atexit.register(lambda: print(len(during_import), enabled))\n"
-        "gc.callbacks.append(watch)\n"
-        f"sys.argv = ['avmon', 'replay', '-q', '--workers', '1', '--eve', {str(eve)!r}]\n"
-        "entry.run()\n")
+        "gc.callbacks.append(watch)\n", tmp_path / "eve.json")
+    assert out.split() == ["0", "[True]"]
+
+
+def _command_replays_demo(setup: str, eve: Path) -> str:
+    """In a new interpreter: import the ``avmon`` command's entry point, run ``setup``,
+    then the command (a replay of the demo capture into ``eve``); what it printed."""
+    code = ("import atexit, gc, sys\n"
+            "import monitor.__main__ as entry\n"
+            + setup +
+            f"sys.argv = ['avmon', 'replay', '-q', '--workers', '1', '--eve', {str(eve)!r}]\n"
+            "entry.run()\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ["0", "[True]"]
+    return proc.stdout
