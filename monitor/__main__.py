@@ -3,8 +3,9 @@
 Start-up imports make objects that live as long as the process (modules, classes,
 functions, tables: some 42,000 that the cyclic collector tracks). While they are being
 made, the collector examines them again and again (about 70 collections) and finds
-nothing to free: 25-50 ms of every start on the benchmark machine. It is paused for the imports; everything after
-them runs with the collector as :mod:`monitor.gcpolicy` sets it.
+nothing to free: 25-50 ms of every start on the benchmark machine. It is paused for the
+imports; everything after them runs with the collector as :mod:`monitor.gcpolicy` sets
+it.
 """
 
 from __future__ import annotations
