@@ -91,7 +91,6 @@ def prepare_headers(flows: Iterable[Flow]) -> None:
     for flow in flows:
         ext = flow.ext
         if "eve_head" not in ext:
-            flow.identify()
             ext["eve_head"] = _header(flow)
 
 

@@ -204,10 +204,6 @@ class Flow:
             self._cid = community_id(src, dest, self.proto, sport, dport, self.cid_seed)
         return self._cid
 
-    def identify(self) -> None:
-        """Compute the flow's Community ID and flow id now (else done on first use)."""
-        _ = self.community_id, self.flow_id
-
     @property
     def flow_id(self) -> int:
         """A stable 51-bit id (safe in JSON doubles) unique per flow record."""
