@@ -562,10 +562,7 @@ def eve_time(ns):
     m = mp + 3 if mp < 10 else mp - 9
     if m <= 2:
         y += 1
-    if y < 1000 or y > 9999:  # int64 nanoseconds span 1677-2262; four digits always
-        from monitor.eve import _eve_time_py
-        return _eve_time_py(ns)
-    _digits(out, y, 4)
+    _digits(out, y, 4)  # int64 nanoseconds span the years 1677-2262: four digits
     out[4] = b'-'
     _digits(out + 5, m, 2)
     out[7] = b'-'
