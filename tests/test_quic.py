@@ -604,13 +604,16 @@ def test_gquic_q025_fixture() -> None:
     assert QuicInitialAssembler().feed_handshake(data) is None
 
 
+_GQUIC_CHLO = (QDATA / "gquic_q025_chlo.bin").read_bytes()
+
+
 @settings(max_examples=3000, deadline=None)
 @given(st.binary(max_size=40), st.sampled_from([b"", b"Q043", b"Q025", b"Q050", b"T051"]),
        st.integers(0, 255))
 def test_gquic_quick_refusal_is_the_parsers(head: bytes, tag: bytes, flags: int) -> None:
     """What may_be_gquic turns away, the parser refuses too (the dissector skips the
     parser, and its exception, for those); the real CHLO passes."""
-    data = (QDATA / "gquic_q025_chlo.bin").read_bytes()
+    data = _GQUIC_CHLO
     assert may_be_gquic(data)
     for candidate in (head, bytes([flags]) + head[1:9] + tag + data[13:],
                       bytes([flags]) + data[1:], head + data[len(head):]):
