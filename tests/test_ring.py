@@ -318,8 +318,10 @@ def _peak_rss(pid: int) -> int:
 @pytest.mark.parametrize("workers", [1, 2])
 def test_avmon_live_burst_reports_drops_in_metrics(workers: int, netns: tuple[str, str, str],
                                                    tmp_path: Path) -> None:
-    """`avmon live` with a 1 MB ring under tcpreplay at top speed: the kernel drops what
-    the ring cannot hold, /metrics shows it (read + dropped = sent), memory stays flat."""
+    """`avmon live` with a 1 MB ring under tcpreplay at top speed, its processes stopped
+    while the burst arrives so that the ring overflows however fast this machine is: the
+    kernel drops what the ring cannot hold, /metrics shows it (read + dropped = sent), and
+    memory stays flat."""
     import sys
     import urllib.request
 
@@ -332,7 +334,8 @@ def test_avmon_live_burst_reports_drops_in_metrics(workers: int, netns: tuple[st
     live = subprocess.Popen(
         [sys.executable, "-m", "monitor.cli", "live", "-i", host, "--bpf", "udp port 9",
          "--ring-mb", "1", "--workers", str(workers), "--metrics-listen",
-         f"127.0.0.1:{mport}"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+         f"127.0.0.1:{mport}"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        start_new_session=True)
 
     def metrics() -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=5) as r:
@@ -348,8 +351,14 @@ def test_avmon_live_burst_reports_drops_in_metrics(workers: int, netns: tuple[st
                 pass
             assert live.poll() is None and time.monotonic() < deadline
             time.sleep(0.2)
-        subprocess.run(["ip", "netns", "exec", ns, tcpreplay, "-q", "--topspeed", "-i", peer,
-                        str(pcap)], check=True, capture_output=True, timeout=120)
+        # A fast machine drains a 1 MB ring as quickly as tcpreplay fills it; with every
+        # avmon process stopped, the 200,000 frames (about 20 MB of ring) cannot fit.
+        os.killpg(live.pid, signal.SIGSTOP)
+        try:
+            subprocess.run(["ip", "netns", "exec", ns, tcpreplay, "-q", "--topspeed", "-i",
+                            peer, str(pcap)], check=True, capture_output=True, timeout=120)
+        finally:
+            os.killpg(live.pid, signal.SIGCONT)
         deadline = time.monotonic() + 60
         while True:
             text = metrics()
