@@ -37,7 +37,7 @@ def test_scaling_line_sets_two_workers_against_the_machine() -> None:
     assert line == ("avmon-2w scaling (medians over 3 rounds): 1.50x one process; two "
                     "one-process replays at once ran 1.50x one's throughput (avmon-pair: "
                     "what this machine gives two processes); two workers reach 100% of it")
-    # A tool that failed part-way has fewer runs: only whole rounds count.
+    # Lists of unequal length: only whole rounds count.
     assert "over 1 rounds" in _bench_run().scaling_line([2.0, 2.0], [2.0], [2.0, 2.0])
 
 
