@@ -869,7 +869,20 @@ def ones_sum(data: bytes | bytearray | memoryview) -> int:
 
 def inet_checksum(data: bytes | bytearray | memoryview, partial: int = 0) -> int:
     """The Internet checksum of ``data`` plus an already-summed ``partial``."""
-    return 0xFFFF - (ones_sum(data) + partial) % 0xFFFF
+    total = ones_sum(data) + partial
+    if total % 0xFFFF == 0 and not (partial or any(data)):
+        return 0xFFFF  # every word zero: the sum is 0x0000, its complement 0xFFFF
+    return _complement(total)
+
+
+def _complement(total: int) -> int:
+    """The checksum for a sum of 16-bit words that are not all zero: the one's complement
+    of their one's-complement sum. That sum is then never 0x0000 but 0xFFFF (the two
+    zeros of one's complement; reducing mod 0xFFFF gives 0 for it), and its complement
+    is 0x0000, never 0xFFFF (RFC 1624 §3; Wireshark flags an 0xFFFF TCP checksum). About
+    one segment in 65,535 has such a sum."""
+    rest = total % 0xFFFF
+    return 0xFFFF - rest if rest else 0
 
 
 def mac_for(address: str) -> bytes:
@@ -959,7 +972,7 @@ class NetPath:
         total = 20 + l4_len
         ttl_proto = self._ttl[d] << 8 | proto
         # header words: 0x4500, total, id, 0x4000 (DF), ttl/proto, checksum, addresses
-        csum = 0xFFFF - (0x8500 + total + ipid + ttl_proto + self._addr_sum) % 0xFFFF
+        csum = _complement(0x8500 + total + ipid + ttl_proto + self._addr_sum)
         return _IP4.pack(0x4500, total, ipid, 0x4000, ttl_proto, csum) + self._addrs[d]
 
     def ip(self, from_client: bool, proto: int, l4: bytes) -> bytes:
@@ -1010,7 +1023,7 @@ class NetPath:
             (
                 self._l2[d],
                 self._ip_header(d, IpProto.TCP, total),
-                _TCP.pack(sport, dport, seq, ack, off_flags, window, 0xFFFF - s % 0xFFFF, 0),
+                _TCP.pack(sport, dport, seq, ack, off_flags, window, _complement(s), 0),
                 options,
                 payload,
             )
@@ -1030,6 +1043,8 @@ class NetPath:
         psum = ones_sum(payload) if payload_sum is None else payload_sum
         s = (self._addr_sum + IpProto.UDP + length * 2 + sport + dport + psum) % 0xFFFF
         d = 1 if from_client else 0
+        # A computed checksum of 0x0000 goes out as 0xFFFF: 0 means "no checksum" in UDP
+        # (RFC 768); that is the s == 0 case here.
         return b"".join(
             (
                 self._l2[d],

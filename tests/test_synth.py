@@ -298,6 +298,53 @@ def test_tshark_sees_valid_checksums_and_clean_tcp(tmp_path: Path) -> None:
     assert {r[0] for r in vlans} == {"100", "4094"}
 
 
+def _folded_sum(data: bytes) -> int:
+    """RFC 1071's one's-complement sum, word by word with end-around carry (a reference
+    for the generator's arithmetic)."""
+    if len(data) % 2:
+        data += b"\0"
+    total = 0
+    for i in range(0, len(data), 2):
+        total += int.from_bytes(data[i:i + 2], "big")
+        total = (total & 0xFFFF) + (total >> 16)
+    return total
+
+
+def test_a_sum_of_0xffff_gives_checksum_0x0000_not_0xffff(tmp_path: Path) -> None:
+    """When the words of a segment sum to 0xFFFF, its checksum is 0x0000 (RFC 1624 §3);
+    0xFFFF, the other zero of one's complement, verifies too but is wrong, and Wireshark
+    flags it in TCP. About one segment in 65,535 sums so: the random ciphertext of a
+    regenerated demo capture hit it once. Each field is forced here: a payload word (TCP),
+    the IP ID (IPv4 header), an echo's sequence number (ICMP)."""
+    ack = int(synth.TcpFlags.ACK)
+    probe = NetPath("10.20.1.10", "77.74.177.10")
+    base = probe.tcp(True, 40000, 443, 1, 1, ack, b"\0\0")
+    payload = base[50:52]  # the checksum of the zero payload, as the payload's word
+    tcp_frame = probe.tcp(True, 40000, 443, 1, 1, ack, payload)
+    assert tcp_frame[50:52] == b"\0\0"
+    pseudo = tcp_frame[26:34] + b"\0\x06" + (len(tcp_frame) - 34).to_bytes(2, "big")
+    assert _folded_sum(pseudo + tcp_frame[34:]) == 0xFFFF  # it verifies
+
+    ip_id = int.from_bytes(NetPath("10.20.1.10", "77.74.177.10").tcp(False, 443, 40000, 1, 1,
+                                                                     ack)[24:26], "big")
+    ip_frame = NetPath("10.20.1.10", "77.74.177.10", ipid=ip_id).tcp(False, 443, 40000, 1, 1,
+                                                                     ack)
+    assert ip_frame[24:26] == b"\0\0" and _folded_sum(ip_frame[14:34]) == 0xFFFF
+
+    echo = probe.icmp_echo(True, 7, 0, b"ping")
+    icmp_frame = probe.icmp_echo(True, 7, int.from_bytes(echo[36:38], "big"), b"ping")
+    assert icmp_frame[36:38] == b"\0\0" and _folded_sum(icmp_frame[34:]) == 0xFFFF
+    # Every word zero (an echo reply with identifier, sequence and payload all zero): the
+    # sum is 0x0000 and the checksum 0xFFFF.
+    assert probe.icmp_echo(True, 0, 0, b"", reply=True)[36:38] == b"\xff\xff"
+
+    if shutil.which("tshark") or os.environ.get("CI"):
+        cap = write(tmp_path / "zero.pcap", [(T0, tcp_frame), (T0 + 1, ip_frame),
+                                             (T0 + 2, icmp_frame)])
+        assert tshark_fields(cap, ["frame.number", "_ws.expert.message"],
+                             "_ws.expert.severity >= warning") == []
+
+
 @pytest.mark.parametrize("nanosecond", [False, True])
 @pytest.mark.parametrize("suffix", [".pcap", ".pcap.gz"])
 def test_pcap_writer_formats(tmp_path: Path, nanosecond: bool, suffix: str) -> None:
