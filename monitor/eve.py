@@ -112,7 +112,7 @@ def _header(flow: Flow) -> dict[str, Any]:
     if proto in _PORT_PROTOS:
         head["dest_port"] = dport
     head["proto"] = proto_name(proto)
-    if flow.proto in _ICMP_PROTOS:
+    if proto in _ICMP_PROTOS:
         icmp_type, icmp_code = flow.ext.get("icmp", (0, 0))
         head["icmp_type"] = icmp_type
         head["icmp_code"] = icmp_code
