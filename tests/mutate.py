@@ -55,6 +55,7 @@ from monitor.parsers import quic as quicp
 from monitor.parsers import tls as tlsp
 from monitor.pipeline import Pipeline
 from signatures import SignatureSet, load_signature_set
+from tests.helpers import internet_checksum
 from tests.test_quic import crypto, varint
 
 ROOT: Final = Path(__file__).resolve().parent.parent
@@ -479,13 +480,6 @@ def rebuild_pcap(data: bytes, frames: Sequence[tuple[int, int, bytes]]) -> bytes
     return b"".join(parts)
 
 
-def _ipv4_checksum(header: bytes) -> int:
-    total = int(sum(struct.unpack(f">{len(header) // 2}H", header)))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
 def fragment_frame(frame: bytes, cuts: Sequence[int], ident: int = 0x4242) -> list[bytes]:
     """An Ethernet IPv4 or IPv6 frame split into IP fragments at ``cuts`` (offsets into
     the IP payload, rounded down to multiples of 8); the frame itself if it cannot be."""
@@ -512,7 +506,7 @@ def fragment_frame(frame: bytes, cuts: Sequence[int], ident: int = 0x4242) -> li
             struct.pack_into(">H", h, 2, len(h) + len(piece))
             struct.pack_into(">H", h, 6, (0x2000 if more else 0) | lo // 8)
             struct.pack_into(">H", h, 10, 0)
-            struct.pack_into(">H", h, 10, _ipv4_checksum(bytes(h)))
+            struct.pack_into(">H", h, 10, internet_checksum(bytes(h)))
             out.append(frame[:14] + bytes(h) + piece)
         else:
             h = bytearray(head)

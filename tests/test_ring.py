@@ -21,6 +21,7 @@ from monitor.capture.batch import Batch, LinkType
 from monitor.capture.bpf import INSN, compile_bpf
 from monitor.capture.ring import RingCapture
 from monitor.errors import ConfigError
+from tests.helpers import internet_checksum
 from tests.recorder import free_port
 from tests.tshark_oracle import require_tool
 
@@ -206,13 +207,6 @@ def test_veth_bpf_and_vlan(netns: tuple[str, str, str], tmp_path: Path) -> None:
     assert all(b.caplens.sum() == b.wirelens.sum() for b in everything)
 
 
-def _ip_checksum(header: bytes) -> int:
-    total = int(sum(struct.unpack(f"!{len(header) // 2}H", header)))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
 def _write_udp_pcap(path: Path, count: int, dst_mac: bytes, src_mac: bytes, *,
                     vlan: int | None = None, src_ip: str = NS_IP,
                     dst_ip: str = HOST_IP, flows: int = 1) -> None:
@@ -226,7 +220,7 @@ def _write_udp_pcap(path: Path, count: int, dst_mac: bytes, src_mac: bytes, *,
         udp = struct.pack("!HHHH", 40000 + i % flows, 9, 8 + len(payload), 0) + payload
         hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), i & 0xFFFF, 0, 64, 17, 0,
                           src, dst)
-        hdr = hdr[:10] + struct.pack("!H", _ip_checksum(hdr)) + hdr[12:]
+        hdr = hdr[:10] + struct.pack("!H", internet_checksum(hdr)) + hdr[12:]
         frame = dst_mac + src_mac + tag + b"\x08\x00" + hdr + udp
         out += struct.pack("<IIII", 1, i, len(frame), len(frame)) + frame
     path.write_bytes(bytes(out))

@@ -18,6 +18,7 @@ import pytest
 
 from monitor import synth
 from monitor.synth import NetPath, PcapWriter, TcpSession
+from tests.helpers import internet_checksum
 
 ROOT = Path(__file__).resolve().parent.parent
 T0 = 1_772_442_000 * 1_000_000_000
@@ -298,18 +299,6 @@ def test_tshark_sees_valid_checksums_and_clean_tcp(tmp_path: Path) -> None:
     assert {r[0] for r in vlans} == {"100", "4094"}
 
 
-def _folded_sum(data: bytes) -> int:
-    """RFC 1071's one's-complement sum, word by word with end-around carry (a reference
-    for the generator's arithmetic)."""
-    if len(data) % 2:
-        data += b"\0"
-    total = 0
-    for i in range(0, len(data), 2):
-        total += int.from_bytes(data[i:i + 2], "big")
-        total = (total & 0xFFFF) + (total >> 16)
-    return total
-
-
 def test_a_sum_of_0xffff_gives_checksum_0x0000_not_0xffff(tmp_path: Path) -> None:
     """When the words of a segment sum to 0xFFFF, its checksum is 0x0000 (RFC 1624 §3);
     0xFFFF, the other zero of one's complement, verifies too but is wrong, and Wireshark
@@ -323,17 +312,17 @@ def test_a_sum_of_0xffff_gives_checksum_0x0000_not_0xffff(tmp_path: Path) -> Non
     tcp_frame = probe.tcp(True, 40000, 443, 1, 1, ack, payload)
     assert tcp_frame[50:52] == b"\0\0"
     pseudo = tcp_frame[26:34] + b"\0\x06" + (len(tcp_frame) - 34).to_bytes(2, "big")
-    assert _folded_sum(pseudo + tcp_frame[34:]) == 0xFFFF  # it verifies
+    assert internet_checksum(pseudo + tcp_frame[34:]) == 0  # it verifies
 
     ip_id = int.from_bytes(NetPath("10.20.1.10", "77.74.177.10").tcp(False, 443, 40000, 1, 1,
                                                                      ack)[24:26], "big")
     ip_frame = NetPath("10.20.1.10", "77.74.177.10", ipid=ip_id).tcp(False, 443, 40000, 1, 1,
                                                                      ack)
-    assert ip_frame[24:26] == b"\0\0" and _folded_sum(ip_frame[14:34]) == 0xFFFF
+    assert ip_frame[24:26] == b"\0\0" and internet_checksum(ip_frame[14:34]) == 0
 
     echo = probe.icmp_echo(True, 7, 0, b"ping")
     icmp_frame = probe.icmp_echo(True, 7, int.from_bytes(echo[36:38], "big"), b"ping")
-    assert icmp_frame[36:38] == b"\0\0" and _folded_sum(icmp_frame[34:]) == 0xFFFF
+    assert icmp_frame[36:38] == b"\0\0" and internet_checksum(icmp_frame[34:]) == 0
     # Every word zero (an echo reply with identifier, sequence and payload all zero): the
     # sum is 0x0000 and the checksum 0xFFFF.
     assert probe.icmp_echo(True, 0, 0, b"", reply=True)[36:38] == b"\xff\xff"
