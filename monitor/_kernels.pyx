@@ -521,6 +521,188 @@ def dns_message(bytes raw not None, bint strict, message_cls, question_cls, answ
                                trailing))
 
 
+# ------------------------------------------------------------------ QUIC Initial packets
+
+cdef inline Py_ssize_t _varint(bytes_p p, Py_ssize_t at, Py_ssize_t end,
+                               unsigned long long *value) noexcept nogil:
+    """A QUIC variable-length integer (RFC 9000 §16) at ``at``: where it ends, or -1 when
+    it runs past ``end``."""
+    cdef Py_ssize_t size, i
+    cdef unsigned long long v
+    if at >= end:
+        return -1
+    size = 1 << (p[at] >> 6)
+    if at + size > end:
+        return -1
+    v = p[at] & 0x3F
+    for i in range(1, size):
+        v = (v << 8) | p[at + i]
+    value[0] = v
+    return at + size
+
+
+def quic_long_headers(const unsigned char[::1] data not None, dict versions, object cls,
+                      object initial, object retry, Py_ssize_t max_packets,
+                      Py_ssize_t max_cid):
+    """Reference: ``monitor.parsers.quic._walk``. The ``cls`` (LongHeader) of each
+    long-header packet of a datagram whose packets are all Initial, 0-RTT or Handshake
+    packets of a version in ``versions`` (version -> packet type by the two type bits),
+    up to a short header or a packet with another DCID; None for anything else (an empty
+    datagram, Retry, Version Negotiation, another version, a truncated or oversized
+    field, more than ``max_packets``), which the reference decides."""
+    cdef Py_ssize_t end = data.shape[0], at = 0, start, dcid_len, scid_len, pn_offset
+    cdef unsigned long long token_len, length
+    cdef unsigned int version
+    cdef unsigned char first
+    if end == 0:
+        return None
+    cdef bytes_p p = &data[0]
+    cdef list out = []
+    first_dcid = None
+    while at < end:
+        if len(out) >= max_packets:
+            return None
+        start = at
+        first = p[at]
+        if not first & 0x80:
+            break  # a short header runs to the end of the datagram
+        if end - at < 6:
+            return None
+        version = _u32(p, at + 1, True)
+        types = versions.get(version)
+        if types is None:
+            return None
+        dcid_len = p[at + 5]
+        at += 6
+        if dcid_len > max_cid or end - at < dcid_len:
+            return None
+        dcid = p[at:at + dcid_len]
+        if first_dcid is not None and dcid != first_dcid:
+            break  # RFC 9000 §12.2: ignored
+        at += dcid_len
+        if at >= end:
+            return None
+        scid_len = p[at]
+        at += 1
+        if scid_len > max_cid or end - at < scid_len:
+            return None
+        scid = p[at:at + scid_len]
+        at += scid_len
+        ptype = (<tuple>types)[(first >> 4) & 0x03]
+        if ptype is retry:
+            return None
+        token = b""
+        if ptype is initial:
+            at = _varint(p, at, end, &token_len)
+            if at < 0 or token_len > <unsigned long long>(end - at):
+                return None
+            token = p[at:at + <Py_ssize_t>token_len]
+            at += <Py_ssize_t>token_len
+        at = _varint(p, at, end, &length)
+        if at < 0 or length > <unsigned long long>(end - at):
+            return None
+        pn_offset = at
+        at += <Py_ssize_t>length
+        out.append(_make(cls, (version, ptype, dcid, scid, token, start, at - start,
+                               pn_offset)))
+        first_dcid = dcid
+    return out
+
+
+cdef inline Py_ssize_t _varints(bytes_p p, Py_ssize_t at, Py_ssize_t end, int count,
+                                unsigned long long *out) noexcept nogil:
+    """``count`` varints in a row into ``out``: where they end, or -1."""
+    cdef int i
+    for i in range(count):
+        at = _varint(p, at, end, &out[i])
+        if at < 0:
+            return -1
+    return at
+
+
+def quic_frames(const unsigned char[::1] payload not None, object padding_cls,
+                object ping_cls, object ack_cls, object crypto_cls, object close_cls,
+                Py_ssize_t max_frames, Py_ssize_t max_ack_ranges):
+    """Reference: ``monitor.parsers.quic._parse_frames_py``. The frames of a decrypted
+    Initial payload as a tuple, when each is PADDING, PING, ACK, CRYPTO or
+    CONNECTION_CLOSE with a one-byte type and every field fits; None for anything else
+    (an empty payload, another frame type, a field past the end, an ACK range below 0, a
+    CRYPTO frame beyond 2^62-1, more than ``max_frames`` frames or ``max_ack_ranges``
+    ranges), which the reference decides."""
+    cdef Py_ssize_t end = payload.shape[0], at = 0, run, k
+    # Each frame's varints: ACK (largest, delay, range count, first range), a range
+    # (gap, length), ECN counts, CRYPTO (offset, length), CONNECTION_CLOSE (error code,
+    # frame type, reason length).
+    cdef unsigned long long f[4]
+    cdef long long smallest
+    cdef unsigned char t
+    if end == 0:
+        return None
+    cdef bytes_p p = &payload[0]
+    cdef list frames = []
+    cdef Py_ssize_t padding = -1  # index in frames of a PADDING run that may go on
+    while at < end:
+        t = p[at]
+        at += 1
+        if t == 0x00:
+            run = 1
+            while at < end and p[at] == 0:
+                run += 1
+                at += 1
+            if padding >= 0 and padding == len(frames) - 1:
+                run += frames[padding].length
+                frames[padding] = _make(padding_cls, (run,))
+                continue
+            frame = _make(padding_cls, (run,))
+        elif t == 0x01:
+            frame = _make(ping_cls, ())
+        elif t == 0x02 or t == 0x03:
+            at = _varints(p, at, end, 4, f)
+            if at < 0 or f[2] > <unsigned long long>max_ack_ranges or f[3] > f[0]:
+                return None
+            largest, delay, first_range = f[0], f[1], f[3]
+            smallest = <long long>(f[0] - f[3])
+            ranges = PyTuple_New(<Py_ssize_t>f[2])
+            for k in range(<Py_ssize_t>f[2]):
+                at = _varints(p, at, end, 2, f)
+                if at < 0:
+                    return None
+                smallest = smallest - <long long>f[0] - 2 - <long long>f[1]
+                if smallest < 0:
+                    return None
+                pair = (f[0], f[1])
+                Py_INCREF(pair)
+                PyTuple_SET_ITEM(ranges, k, pair)
+            ecn = None
+            if t == 0x03:
+                at = _varints(p, at, end, 3, f)
+                if at < 0:
+                    return None
+                ecn = (f[0], f[1], f[2])
+            frame = _make(ack_cls, (largest, delay, first_range, ranges, ecn))
+        elif t == 0x06:
+            at = _varints(p, at, end, 2, f)
+            if at < 0 or f[1] > <unsigned long long>(end - at) \
+                    or f[0] + f[1] > 0x3FFFFFFFFFFFFFFF:
+                return None
+            frame = _make(crypto_cls, (f[0], p[at:at + <Py_ssize_t>f[1]]))
+            at += <Py_ssize_t>f[1]
+        elif t == 0x1C:
+            at = _varints(p, at, end, 3, f)
+            if at < 0 or f[2] > <unsigned long long>(end - at):
+                return None
+            frame = _make(close_cls, (f[0], f[1], p[at:at + <Py_ssize_t>f[2]]))
+            at += <Py_ssize_t>f[2]
+        else:
+            return None
+        if len(frames) >= max_frames:
+            return None
+        if t == 0x00:
+            padding = len(frames)
+        frames.append(frame)
+    return tuple(frames)
+
+
 # ---------------------------------------------------------------------- EVE timestamps
 
 cdef inline void _digits(char *out, long long value, int width) noexcept nogil:

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pytest
@@ -26,11 +26,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import monitor.parsers.dns as dnsp
+import monitor.parsers.quic as quicp
 import monitor.parsers.tls as tlsp
 from monitor import kernels
 from monitor.capture import pcap
 from monitor.errors import ParseError
 from monitor.iptext import ip_text
+from monitor.wire import Reader
 from tests.helpers import CORPUS, DATA, replay
 from tests.test_dns_fast import messages
 from tests.test_tls import python_client_hello, rich_hello, single_record_message
@@ -73,13 +75,27 @@ def test_pure_python_switch() -> None:
 # --- units from real traffic ----------------------------------------------------------
 
 
+class Units(NamedTuple):
+    """What the pipeline parses, recorded at the parsers' entry points."""
+
+    hellos: tuple[bytes, ...]
+    dns: tuple[bytes, ...]
+    #: Client-to-server UDP payloads fed to the QUIC Initial assembler.
+    datagrams: tuple[bytes, ...]
+    #: Decrypted Initial payloads whose frames were parsed.
+    payloads: tuple[bytes, ...]
+
+
 @cache
-def corpus_units(tmp_root: str) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
-    """Every ClientHello message and DNS message the pipeline parses in the corpus
-    captures and the demo, recorded at the parsers' entry points."""
+def corpus_units(tmp_root: str) -> Units:
+    """Every ClientHello message, DNS message, QUIC datagram and decrypted Initial payload
+    the pipeline parses in the corpus captures and the demo."""
     hellos: list[bytes] = []
     dns_wires: list[bytes] = []
+    datagrams: list[bytes] = []
+    payloads: list[bytes] = []
     parse_hello, parse_dns = tlsp.parse_client_hello, dnsp.parse_dns_message
+    feed, parse_frames = quicp.QuicInitialAssembler.feed, quicp.parse_frames
 
     def hello(data: Any) -> Any:
         hellos.append(bytes(data))
@@ -89,19 +105,30 @@ def corpus_units(tmp_root: str) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
         dns_wires.append(bytes(data))
         return parse_dns(data, **kwargs)
 
+    def datagram(self: quicp.QuicInitialAssembler, data: Any) -> Any:
+        datagrams.append(bytes(data))
+        return feed(self, data)
+
+    def frames(data: Any) -> Any:
+        payloads.append(bytes(data))
+        return parse_frames(data)
+
     captures = sorted(p for p in CORPUS.iterdir() if p.suffix in (".pcap", ".pcapng"))
     captures.append(ROOT / "monitor" / "data" / "demo.pcap")
     tlsp.parse_client_hello, dnsp.parse_dns_message = hello, dns_message  # type: ignore[assignment]
+    quicp.QuicInitialAssembler.feed, quicp.parse_frames = datagram, frames  # type: ignore[method-assign]
     try:
         for path in captures:
             replay([path], Path(tmp_root))
     finally:
         tlsp.parse_client_hello, dnsp.parse_dns_message = parse_hello, parse_dns  # type: ignore[assignment]
-    return tuple(dict.fromkeys(hellos)), tuple(dict.fromkeys(dns_wires))
+        quicp.QuicInitialAssembler.feed, quicp.parse_frames = feed, parse_frames  # type: ignore[method-assign]
+    return Units(*(tuple(dict.fromkeys(found))
+                   for found in (hellos, dns_wires, datagrams, payloads)))
 
 
 @pytest.fixture(scope="module")
-def units(tmp_path_factory: pytest.TempPathFactory) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
+def units(tmp_path_factory: pytest.TempPathFactory) -> Units:
     return corpus_units(str(tmp_path_factory.mktemp("units")))
 
 
@@ -110,6 +137,26 @@ def _outcome(fn: Callable[[bytes], object], data: bytes) -> object:
         return fn(data)
     except ParseError as exc:
         return type(exc)
+
+
+def _mutated(seed: bytes, at: int, how: str, value: int, length_bytes: int) -> bytes:
+    """``seed`` with one mutation at ``at``: a bit flipped (``value`` picks it), cut there,
+    the byte set to ``value`` or ``value`` inserted, or the ``length_bytes`` bytes there
+    read as a length and set to a nearby value."""
+    data = bytearray(seed)
+    if how == "flip":
+        data[at] ^= 1 << (value % 8)
+    elif how == "cut":
+        del data[at:]
+    elif how == "byte":
+        data[at] = value
+    elif how == "insert":
+        data[at:at] = bytes([value])
+    else:
+        old = int.from_bytes(data[at:at + length_bytes], "big")
+        near = (old + value - 128) & ((1 << 8 * length_bytes) - 1)
+        data[at:at + length_bytes] = near.to_bytes(length_bytes, "big")[:len(data) - at]
+    return bytes(data)
 
 
 # --- TLS ClientHello ------------------------------------------------------------------
@@ -136,9 +183,8 @@ HELLO_SEEDS = [
 
 
 @needs_native
-def test_kernel_takes_every_real_hello(units: tuple[tuple[bytes, ...], tuple[bytes, ...]]
-                                       ) -> None:
-    hellos = [*units[0], *HELLO_SEEDS]
+def test_kernel_takes_every_real_hello(units: Units) -> None:
+    hellos = [*units.hellos, *HELLO_SEEDS]
     assert len(hellos) > 20
     for data in hellos:
         assert _check_hello(data) is not None, data.hex()
@@ -149,20 +195,8 @@ def test_kernel_takes_every_real_hello(units: tuple[tuple[bytes, ...], tuple[byt
 @given(st.integers(0, 10**6), st.sampled_from(["flip", "cut", "byte", "insert", "length"]),
        st.integers(0, 255))
 def test_kernel_hello_on_mutations(seed: int, how: str, value: int) -> None:
-    data = bytearray(HELLO_SEEDS[seed % len(HELLO_SEEDS)])
-    at = seed % len(data)
-    if how == "flip":
-        data[at] ^= 1 << (value % 8)
-    elif how == "cut":
-        del data[at:]
-    elif how == "byte":
-        data[at] = value
-    elif how == "insert":
-        data[at:at] = bytes([value])
-    else:  # a length field: any two bytes set to a nearby value
-        old = int.from_bytes(data[at:at + 2], "big")
-        data[at:at + 2] = ((old + value - 128) & 0xFFFF).to_bytes(2, "big")[:len(data) - at]
-    _check_hello(bytes(data))
+    data = HELLO_SEEDS[seed % len(HELLO_SEEDS)]
+    _check_hello(_mutated(data, seed % len(data), how, value, 2))
 
 
 @needs_native
@@ -198,9 +232,8 @@ def _check_dns(wire: bytes) -> object:
 
 
 @needs_native
-def test_kernel_takes_real_dns_messages(units: tuple[tuple[bytes, ...], tuple[bytes, ...]]
-                                        ) -> None:
-    wires = [*units[1], *(p.read_bytes() for p in sorted((DATA / "dns").glob("*.bin")))]
+def test_kernel_takes_real_dns_messages(units: Units) -> None:
+    wires = [*units.dns, *(p.read_bytes() for p in sorted((DATA / "dns").glob("*.bin")))]
     fast = [w for w in wires if len(w) >= 12 and dnsp._fast_message(w, False) is not None]
     assert len(fast) > 50
     taken = [w for w in fast if _check_dns(w) is not None]
@@ -217,6 +250,187 @@ def test_kernel_dns_on_generated_and_mutated(wire: bytes, where: int, bit: int) 
     flipped[where % len(wire)] ^= 1 << bit
     _check_dns(bytes(flipped))
     _check_dns(wire[: where % (len(wire) + 1)])
+
+
+# --- QUIC Initial packets -------------------------------------------------------------
+
+
+def _kernel_headers(data: bytes) -> list[quicp.LongHeader] | None:
+    assert native is not None
+    return native.quic_long_headers(data, quicp._TYPES, quicp.LongHeader,
+                                    quicp.PacketType.INITIAL, quicp.PacketType.RETRY,
+                                    quicp.MAX_COALESCED_PACKETS, quicp.MAX_CID_LEN)
+
+
+def _check_headers(data: bytes) -> object:
+    """The header kernel gives the reference walk's headers, or declines; it declines
+    wherever the reference raises or stops at an error after a good header."""
+    out: list[quicp.LongHeader] = []
+    errors: list[ParseError] = []
+    try:
+        quicp._walk(Reader(data), out, errors)
+        want: object = ("stopped at", type(errors[0])) if errors else out
+    except ParseError as exc:
+        want = type(exc)
+    got = _kernel_headers(data)
+    if got is not None:
+        assert got == want, data.hex()
+    return got
+
+
+def _kernel_frames(payload: bytes) -> tuple[quicp.Frame, ...] | None:
+    assert native is not None
+    return native.quic_frames(payload, quicp.PaddingFrame, quicp.PingFrame, quicp.AckFrame,
+                              quicp.CryptoFrame, quicp.ConnectionCloseFrame,
+                              quicp.MAX_FRAMES_PER_PACKET, quicp.MAX_ACK_RANGES)
+
+
+def _check_frames(payload: bytes) -> object:
+    want = _outcome(quicp._parse_frames_py, payload)
+    got = _kernel_frames(payload)
+    if got is not None:
+        assert got == want, payload.hex()
+    return got
+
+
+def _quic_seeds() -> tuple[list[bytes], list[bytes]]:
+    """Client Initial datagrams of every supported version (the RFCs' examples, a
+    Chromium capture, packets built here: coalesced with 0-RTT and Handshake packets,
+    with a token, with a short header after them) and their decrypted payloads."""
+    from tests.test_quic import (
+        QDATA,
+        RFC_DCID,
+        RFC_PAYLOAD,
+        RFC_V1_PACKET,
+        RFC_V2_PACKET,
+        crypto,
+        long_packet,
+        protect,
+    )
+
+    hello = crypto(0, bytes([1, 0, 0, 4]) + b"abcd")
+    ack = bytes.fromhex("02" "05" "00" "01" "01" "00" "01"  # ACK with one range
+                        "03" "09" "00" "00" "02" "01" "02" "03")  # ACK_ECN
+    close = bytes.fromhex("1c" "0a" "06" "03") + b"bye"
+    payloads = [RFC_PAYLOAD, hello + bytes(40), b"\x01" + ack + hello + bytes(30),
+                bytes(5) + hello + b"\x01" + bytes(20), close, b"\x01" * 3 + bytes(300)]
+    datagrams = [RFC_V1_PACKET, RFC_V2_PACKET, (QDATA / "chromium115_initial.bin").read_bytes()]
+    for version in sorted(quicp.SUPPORTED_VERSIONS):
+        initial = protect(version, RFC_DCID, payloads[1], scid=b"\x07" * 4, token=b"tok")
+        datagrams += [
+            initial,
+            initial + long_packet(version, "0rtt", RFC_DCID, bytes(40))
+            + long_packet(version, "handshake", RFC_DCID, bytes(24)),
+            initial + b"\x40" + bytes(30),  # a short-header packet after it
+            initial + long_packet(version, "0rtt", b"\x01" * 8, bytes(40)),  # another DCID
+        ]
+    return datagrams, payloads
+
+
+QUIC_DATAGRAMS, QUIC_PAYLOADS = _quic_seeds()
+
+
+@needs_native
+def test_kernel_takes_every_real_quic_datagram(units: Units) -> None:
+    """Every datagram and decrypted payload of the corpus and of the seeds is taken."""
+    datagrams = [*units.datagrams, *QUIC_DATAGRAMS]
+    payloads = [*units.payloads, *QUIC_PAYLOADS]
+    assert len(units.datagrams) >= 10 and len(units.payloads) >= 10
+    for data in datagrams:
+        if data[0] & 0x80 and int.from_bytes(data[1:5], "big") in quicp.SUPPORTED_VERSIONS:
+            assert _check_headers(data) is not None, data.hex()
+    for payload in payloads:
+        assert _check_frames(payload) is not None, payload.hex()
+
+
+@needs_native
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 10**6), st.sampled_from(["flip", "cut", "byte", "insert", "length"]),
+       st.integers(0, 255), st.booleans())
+def test_kernel_quic_on_mutations(seed: int, how: str, value: int, frames: bool) -> None:
+    seeds = QUIC_PAYLOADS if frames else QUIC_DATAGRAMS
+    data = seeds[seed % len(seeds)]
+    # Most mutations of a datagram land in its ciphertext: aim at the headers as often.
+    at = seed % (len(data) if frames or seed % 2 else min(len(data), 60))
+    mutated = _mutated(data, at, how, value, 1)  # QUIC lengths: varints, one byte here
+    (_check_frames if frames else _check_headers)(mutated)
+
+
+def _varint(value: int, size: int) -> bytes:
+    """``value`` as a QUIC varint of at least ``size`` bytes (1, 2, 4 or 8)."""
+    for n, prefix in ((1, 0), (2, 0x40), (4, 0x80), (8, 0xC0)):
+        if n >= size and value < 1 << (8 * n - 2):
+            return (value | (prefix << (8 * n - 8))).to_bytes(n, "big")
+    raise ValueError(value)
+
+
+_VALUES = st.one_of(st.integers(0, 70), st.integers(0, 20_000),
+                    st.integers((1 << 62) - 300, (1 << 62) - 1))
+
+
+@st.composite
+def _frame(draw: st.DrawFn) -> bytes:
+    size = draw(st.sampled_from([1, 1, 1, 2, 4, 8]))
+
+    def v(value: int) -> bytes:
+        return _varint(value, size)
+
+    kind = draw(st.sampled_from(["padding", "ping", "ack", "ack_ecn", "crypto", "close",
+                                 "other"]))
+    if kind == "padding":
+        return bytes(draw(st.integers(1, 40)))
+    if kind == "ping":
+        return b"\x01"
+    if kind in ("ack", "ack_ecn"):
+        ranges = draw(st.lists(st.tuples(_VALUES, _VALUES), max_size=4))
+        out = (b"\x02" if kind == "ack" else b"\x03") + v(draw(_VALUES)) + v(draw(_VALUES)) \
+            + v(len(ranges)) + v(draw(_VALUES))
+        out += b"".join(v(gap) + v(length) for gap, length in ranges)
+        if kind == "ack_ecn":
+            out += v(draw(_VALUES)) + v(draw(_VALUES)) + v(draw(_VALUES))
+        return out
+    data = draw(st.binary(max_size=40))
+    if kind == "crypto":
+        return b"\x06" + v(draw(_VALUES)) + v(len(data)) + data
+    if kind == "close":
+        return b"\x1c" + v(draw(_VALUES)) + v(draw(_VALUES)) + v(len(data)) + data
+    return draw(st.binary(min_size=1, max_size=6))
+
+
+@needs_native
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_frame(), max_size=8), st.integers(0, 10_000))
+def test_kernel_quic_frames_on_generated(frames: list[bytes], cut: int) -> None:
+    """Frames of every kind with fields of every size (a longer varint than needed, values
+    at 2^62-1, ACK ranges below zero, unknown types), whole and cut short."""
+    payload = b"".join(frames)
+    _check_frames(payload)
+    _check_frames(payload[:cut % (len(payload) + 1)])
+
+
+@needs_native
+def test_kernel_quic_declines_what_it_does_not_know() -> None:
+    """Retry, Version Negotiation, other versions, oversized connection IDs, more than
+    MAX_COALESCED_PACKETS packets and frames past MAX_FRAMES_PER_PACKET: the reference
+    decides each, with its exact error."""
+    from tests.test_quic import RFC_DCID, hexfile, long_packet
+
+    retry = hexfile("rfc9001_a4_retry.hex")
+    negotiation = bytes([0x80]) + bytes(4) + bytes([8]) + RFC_DCID + b"\x00" + bytes(8)
+    other = bytes([0xC0]) + (0x1A2A3A4A).to_bytes(4, "big") + bytes([8]) + RFC_DCID + bytes(8)
+    long_cid = bytes([0xC0]) + (1).to_bytes(4, "big") + bytes([21]) + bytes(21) + bytes(8)
+    many = long_packet(1, "handshake", RFC_DCID, b"") * (quicp.MAX_COALESCED_PACKETS + 1)
+    for data in (retry, negotiation, other, long_cid, many, b""):
+        assert _check_headers(data) is None, data.hex()
+    assert _kernel_frames(b"\x01" * quicp.MAX_FRAMES_PER_PACKET) is not None
+    # ACK ranges down to packet 0 are taken; one below it is the reference's error.
+    for largest, first, gap, length in ((10, 2, 3, 3), (10, 2, 3, 4), (5, 0, 0, 3)):
+        frame = bytes([2, largest, 0, 1, first, gap, length])
+        smallest = largest - first - gap - 2 - length
+        assert (_check_frames(frame) is not None) == (smallest >= 0)
+        assert (_outcome(quicp._parse_frames_py, frame) is quicp.BadValue) == (smallest < 0)
+    for payload in (b"\x01" * (quicp.MAX_FRAMES_PER_PACKET + 1), b"", b"\x40\x01", b"\x1d"):
+        assert _check_frames(payload) is None, payload.hex()
 
 
 # --- the pcap record walk -------------------------------------------------------------

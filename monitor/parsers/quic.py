@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF, HKDFExpand
 
 from monitor.errors import BadValue, LimitExceeded, ParseError, Truncated
+from monitor.kernels import native
 from monitor.wire import Reader
 
 if TYPE_CHECKING:
@@ -179,6 +180,8 @@ _VERSIONS: Final[dict[int, _Version]] = {
 
 #: QUIC versions whose Initial packets this module decrypts.
 SUPPORTED_VERSIONS: Final = frozenset(_VERSIONS)
+#: The packet types of each version by the two type bits (for the compiled kernel).
+_TYPES: Final = {version: params.types for version, params in _VERSIONS.items()}
 
 
 # ------------------------------------------------------------------------------ errors
@@ -443,9 +446,28 @@ def split_datagram(data: bytes | memoryview) -> tuple[LongHeader, ...]:
     datagram that starts with a short header yields ``()``; an empty one raises
     :class:`~monitor.errors.Truncated`.
     """
+    return tuple(_long_headers(data, None))
+
+
+def _flat(data: bytes | memoryview) -> bool:
+    """``data`` is what the compiled kernels read: bytes or a flat view of bytes."""
+    return type(data) is bytes or (isinstance(data, memoryview) and data.format == "B"
+                                   and data.ndim == 1 and data.c_contiguous)
+
+
+def _long_headers(data: bytes | memoryview, err: list[ParseError] | None
+                  ) -> list[LongHeader]:
+    """The long headers of a datagram as :func:`_walk` finds them; the compiled kernel
+    takes the common case (Initial, 0-RTT and Handshake packets of known versions)."""
+    if native is not None and _flat(data):
+        found: list[LongHeader] | None = native.quic_long_headers(
+            data, _TYPES, LongHeader, PacketType.INITIAL, PacketType.RETRY,
+            MAX_COALESCED_PACKETS, MAX_CID_LEN)
+        if found is not None:
+            return found
     headers: list[LongHeader] = []
-    _walk(Reader(data), headers, None)
-    return tuple(headers)
+    _walk(Reader(data), headers, err)
+    return headers
 
 
 def _walk(r: Reader, out: list[LongHeader], err: list[ParseError] | None) -> None:
@@ -529,6 +551,17 @@ def parse_frames(payload: bytes | memoryview) -> tuple[Frame, ...]:
     ACK, CRYPTO and CONNECTION_CLOSE (0x1c); any other type is a protocol violation and
     raises :class:`~monitor.errors.BadValue`, as does an empty payload.
     """
+    if native is not None and type(payload) is bytes:  # the common case, compiled
+        fast: tuple[Frame, ...] | None = native.quic_frames(
+            payload, PaddingFrame, PingFrame, AckFrame, CryptoFrame, ConnectionCloseFrame,
+            MAX_FRAMES_PER_PACKET, MAX_ACK_RANGES)
+        if fast is not None:
+            return fast
+    return _parse_frames_py(payload)
+
+
+def _parse_frames_py(payload: bytes | memoryview) -> tuple[Frame, ...]:
+    """The reference of :func:`parse_frames` (and of its compiled kernel)."""
     buf = payload if isinstance(payload, bytes) else memoryview(payload).cast("B")
     r = Reader(buf)
     if r.eof():
@@ -605,9 +638,8 @@ def _open_datagram(
     """Open every Initial in a datagram (``open_packet`` may drop one by returning None);
     a failure after a good packet is returned, not raised, so the packets before it
     still count."""
-    headers: list[LongHeader] = []
     errors: list[ParseError] = []
-    _walk(Reader(data), headers, errors)
+    headers = _long_headers(data, errors)
     packets: list[InitialPacket] = []
     for hdr in headers:
         if hdr.packet_type is not PacketType.INITIAL:
