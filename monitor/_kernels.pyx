@@ -588,7 +588,7 @@ def quic_long_headers(const unsigned char[::1] data not None, dict versions, obj
             return None
         scid = p[at:at + scid_len]
         at += scid_len
-        ptype = (<tuple>types)[(first >> 4) & 0x03]
+        ptype = (<tuple?>types)[(first >> 4) & 0x03]
         if ptype is retry:
             return None
         token = b""
