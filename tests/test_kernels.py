@@ -30,7 +30,7 @@ import monitor.parsers.quic as quicp
 import monitor.parsers.tls as tlsp
 from monitor import kernels
 from monitor.capture import pcap
-from monitor.errors import ParseError
+from monitor.errors import BadValue, ParseError
 from monitor.iptext import ip_text
 from monitor.wire import Reader
 from tests.helpers import CORPUS, DATA, replay
@@ -422,13 +422,18 @@ def test_kernel_quic_declines_what_it_does_not_know() -> None:
     many = long_packet(1, "handshake", RFC_DCID, b"") * (quicp.MAX_COALESCED_PACKETS + 1)
     for data in (retry, negotiation, other, long_cid, many, b""):
         assert _check_headers(data) is None, data.hex()
+    with pytest.raises(TypeError):  # a table of anything but tuples is refused, not read
+        native.quic_long_headers(hexfile("rfc9001_a2_client_initial.hex"),
+                                 {1: list(quicp._TYPES[1])}, quicp.LongHeader,
+                                 quicp.PacketType.INITIAL, quicp.PacketType.RETRY,
+                                 quicp.MAX_COALESCED_PACKETS, quicp.MAX_CID_LEN)
     assert _kernel_frames(b"\x01" * quicp.MAX_FRAMES_PER_PACKET) is not None
     # ACK ranges down to packet 0 are taken; one below it is the reference's error.
     for largest, first, gap, length in ((10, 2, 3, 3), (10, 2, 3, 4), (5, 0, 0, 3)):
         frame = bytes([2, largest, 0, 1, first, gap, length])
         smallest = largest - first - gap - 2 - length
         assert (_check_frames(frame) is not None) == (smallest >= 0)
-        assert (_outcome(quicp._parse_frames_py, frame) is quicp.BadValue) == (smallest < 0)
+        assert (_outcome(quicp._parse_frames_py, frame) is BadValue) == (smallest < 0)
     for payload in (b"\x01" * (quicp.MAX_FRAMES_PER_PACKET + 1), b"", b"\x40\x01", b"\x1d"):
         assert _check_frames(payload) is None, payload.hex()
 
