@@ -640,19 +640,17 @@ def quic_frames(const unsigned char[::1] payload not None, object padding_cls,
         return None
     cdef bytes_p p = &payload[0]
     cdef list frames = []
-    cdef Py_ssize_t padding = -1  # index in frames of a PADDING run that may go on
     while at < end:
         t = p[at]
         at += 1
         if t == 0x00:
+            # The whole run of zero bytes, so the next frame's type is never 0x00: the
+            # reference's joining of adjacent PADDING frames only happens after a type
+            # written in more than one byte, which is declined below.
             run = 1
             while at < end and p[at] == 0:
                 run += 1
                 at += 1
-            if padding >= 0 and padding == len(frames) - 1:
-                run += frames[padding].length
-                frames[padding] = _make(padding_cls, (run,))
-                continue
             frame = _make(padding_cls, (run,))
         elif t == 0x01:
             frame = _make(ping_cls, ())
@@ -697,8 +695,6 @@ def quic_frames(const unsigned char[::1] payload not None, object padding_cls,
             return None
         if len(frames) >= max_frames:
             return None
-        if t == 0x00:
-            padding = len(frames)
         frames.append(frame)
     return tuple(frames)
 
