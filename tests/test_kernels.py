@@ -413,7 +413,7 @@ def test_kernel_quic_declines_what_it_does_not_know() -> None:
     """Retry, Version Negotiation, other versions, oversized connection IDs, more than
     MAX_COALESCED_PACKETS packets and frames past MAX_FRAMES_PER_PACKET: the reference
     decides each, with its exact error."""
-    from tests.test_quic import RFC_DCID, hexfile, long_packet
+    from tests.test_quic import RFC_DCID, RFC_V1_PACKET, hexfile, long_packet
 
     retry = hexfile("rfc9001_a4_retry.hex")
     negotiation = bytes([0x80]) + bytes(4) + bytes([8]) + RFC_DCID + b"\x00" + bytes(8)
@@ -423,8 +423,7 @@ def test_kernel_quic_declines_what_it_does_not_know() -> None:
     for data in (retry, negotiation, other, long_cid, many, b""):
         assert _check_headers(data) is None, data.hex()
     with pytest.raises(TypeError):  # a table of anything but tuples is refused, not read
-        native.quic_long_headers(hexfile("rfc9001_a2_client_initial.hex"),
-                                 {1: list(quicp._TYPES[1])}, quicp.LongHeader,
+        native.quic_long_headers(RFC_V1_PACKET, {1: list(quicp._TYPES[1])}, quicp.LongHeader,
                                  quicp.PacketType.INITIAL, quicp.PacketType.RETRY,
                                  quicp.MAX_COALESCED_PACKETS, quicp.MAX_CID_LEN)
     assert _kernel_frames(b"\x01" * quicp.MAX_FRAMES_PER_PACKET) is not None
