@@ -22,10 +22,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final, Literal
+
+import msgspec
 
 from geo.errors import GeoError
 from geo.reader import (
@@ -68,8 +69,7 @@ MAX_CACHE_ENTRIES: Final = 65536
 Basis = Literal["registration", "geolocation", "asn"]
 
 
-@dataclass(frozen=True, slots=True)
-class JurisdictionBasis:
+class JurisdictionBasis(msgspec.Struct, frozen=True):
     """One reason to associate an address with a jurisdiction."""
 
     #: ISO 3166-1 alpha-2 code.
@@ -82,8 +82,7 @@ class JurisdictionBasis:
     note: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class GeoFacts:
+class GeoFacts(msgspec.Struct, frozen=True):
     """What the geo data says about one address; None means unknown."""
 
     #: Geolocated country (ISO 3166-1 alpha-2).

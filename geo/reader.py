@@ -25,12 +25,12 @@ import logging
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final, Literal
 
 import maxminddb
+import msgspec
 from maxminddb.types import Record
 
 from geo.errors import GeoError
@@ -71,8 +71,7 @@ _NO_COUNTRY: Final = frozenset({"ZZ", "XX"})
 _COUNTRY_RE: Final = re.compile(r"[A-Z]{2}")
 
 
-@dataclass(frozen=True, slots=True)
-class DatabaseInfo:
+class DatabaseInfo(msgspec.Struct, frozen=True):
     """Provenance of one data source behind the geo facts."""
 
     #: country | registration | asn | registry
@@ -197,8 +196,7 @@ def record_shape(record: Record | None) -> Shape:
     return "unknown"
 
 
-@dataclass(frozen=True, slots=True)
-class _Opened:
+class _Opened(msgspec.Struct, frozen=True):
     """One open file: replaced as a whole on reload."""
 
     reader: maxminddb.Reader

@@ -19,11 +19,11 @@ import datetime as dt
 import fnmatch
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Final
 
+import msgspec
 import tomli
 
 from geo.errors import GeoError
@@ -47,8 +47,7 @@ _CODE_RE: Final = re.compile(r"[A-Z]{2}")
 _TOML_LINE_RE: Final = re.compile(r"at line (\d+)")
 
 
-@dataclass(frozen=True, slots=True)
-class RegistryEntry:
+class RegistryEntry(msgspec.Struct, frozen=True):
     """One registry entry: an AS number or an organisation pattern, and who controls it."""
 
     #: ISO 3166-1 alpha-2 code of the controlling jurisdiction.
@@ -71,8 +70,7 @@ class RegistryEntry:
         return f"as_org '{self.pattern}'"
 
 
-@dataclass(frozen=True, slots=True)
-class JurisdictionRegistry:
+class JurisdictionRegistry(msgspec.Struct, frozen=True):
     """An immutable, validated registry."""
 
     path: Path

@@ -11,7 +11,6 @@ Built by the package's own build (setup.py, Cython); ``monitor.kernels`` falls b
 the references when the module was not built.
 """
 
-from cpython.object cimport PyObject_GenericSetAttr
 from cpython.ref cimport Py_INCREF
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy
@@ -32,38 +31,6 @@ cdef extern from *:
 SOURCE_SHA256 = AVMON_KERNELS_SHA256.decode("ascii")
 
 ctypedef const unsigned char *bytes_p
-
-
-#: Field names of the result classes the kernels build, by class (None: build by call).
-cdef dict _FIELDS = {}
-
-
-cdef object _fields_of(object cls):
-    names = _FIELDS.get(cls, False)
-    if names is False:
-        import dataclasses
-        names = None
-        # Only a slotted dataclass whose construction stores its fields and nothing more.
-        if isinstance(cls, type) and dataclasses.is_dataclass(cls) \
-                and "__slots__" in cls.__dict__ and not hasattr(cls, "__post_init__") \
-                and all(f.init for f in dataclasses.fields(cls)):
-            names = tuple(f.name for f in dataclasses.fields(cls))
-        _FIELDS[cls] = names
-    return names
-
-
-cdef object _make(object cls, tuple values):
-    """``cls(*values)``. For a slotted dataclass that only stores its fields, the fields
-    are set straight through their slots: a frozen dataclass's ``__init__`` stores each
-    one with a Python-level ``object.__setattr__`` call, which cost more than the parse."""
-    cdef tuple names = _fields_of(cls)
-    cdef Py_ssize_t i
-    if names is None or len(names) != len(values):
-        return cls(*values)
-    obj = cls.__new__(cls)
-    for i in range(len(names)):
-        PyObject_GenericSetAttr(obj, names[i], values[i])
-    return obj
 
 
 cdef inline unsigned int _u16(bytes_p p, Py_ssize_t at) noexcept nogil:
@@ -368,12 +335,11 @@ def client_hello(data, cls):
                 other.append((ext_type, <bytes>p[start:stop]))
 
     # Positional, in the order of ClientHello's fields.
-    return _make(cls, (legacy_version, random, session_id, cipher_suites, compression_methods,
-                       tuple(ext_types), sni, alpn,
-                       supported_versions if supported_versions is not None
-                       else (legacy_version,),
-                       groups, point_formats, sig_algs, key_share_groups, ech, psk,
-                       early_data, tuple(other)))
+    return cls(legacy_version, random, session_id, cipher_suites, compression_methods,
+               tuple(ext_types), sni, alpn,
+               supported_versions if supported_versions is not None else (legacy_version,),
+               groups, point_formats, sig_algs, key_share_groups, ech, psk, early_data,
+               tuple(other))
 
 
 # ----------------------------------------------------------------------- DNS messages
@@ -466,8 +432,8 @@ cdef Py_ssize_t _dns_records(bytes_p p, Py_ssize_t end, Py_ssize_t pos, Py_ssize
         else:
             return -1
         pos = rdend
-        out.append(_make(answer_cls, (owner, type_name(rdtype),
-                                      0 if ttl > 0x7FFFFFFF else ttl, text, "IN")))
+        out.append(answer_cls(owner, type_name(rdtype), 0 if ttl > 0x7FFFFFFF else ttl,
+                              text, "IN"))
     return pos
 
 
@@ -496,7 +462,7 @@ def dns_message(bytes raw not None, bint strict, message_cls, question_cls, answ
         pos = stop
         if end - pos < 4 or _u16(p, pos + 2) != 1:
             return None
-        questions.append(_make(question_cls, (qname, type_name(_u16(p, pos)), "IN")))
+        questions.append(question_cls(qname, type_name(_u16(p, pos)), "IN"))
         pos += 4
     pos = _dns_records(p, end, pos, an, answers, answer_cls, type_name, address_text)
     if pos < 0:
@@ -513,12 +479,11 @@ def dns_message(bytes raw not None, bint strict, message_cls, question_cls, answ
     if trailing and strict:
         return None
     # Positional, in the order of DnsMessage's fields.
-    return _make(message_cls, (msg_id, bool(flags & 0x8000), 0, flags & 0xF, flags,
-                               bool(flags & 0x0400), bool(flags & 0x0200),
-                               bool(flags & 0x0100), bool(flags & 0x0080),
-                               bool(flags & 0x0020), bool(flags & 0x0010), tuple(questions),
-                               tuple(answers), tuple(authorities), ns, ar, False, 0,
-                               trailing))
+    return message_cls(msg_id, bool(flags & 0x8000), 0, flags & 0xF, flags,
+                       bool(flags & 0x0400), bool(flags & 0x0200),
+                       bool(flags & 0x0100), bool(flags & 0x0080),
+                       bool(flags & 0x0020), bool(flags & 0x0010), tuple(questions),
+                       tuple(answers), tuple(authorities), ns, ar, False, 0, trailing)
 
 
 # ------------------------------------------------------------------ QUIC Initial packets
@@ -603,8 +568,7 @@ def quic_long_headers(const unsigned char[::1] data not None, dict versions, obj
             return None
         pn_offset = at
         at += <Py_ssize_t>length
-        out.append(_make(cls, (version, ptype, dcid, scid, token, start, at - start,
-                               pn_offset)))
+        out.append(cls(version, ptype, dcid, scid, token, start, at - start, pn_offset))
         first_dcid = dcid
     return out
 
@@ -651,9 +615,9 @@ def quic_frames(const unsigned char[::1] payload not None, object padding_cls,
             while at < end and p[at] == 0:
                 run += 1
                 at += 1
-            frame = _make(padding_cls, (run,))
+            frame = padding_cls(run)
         elif t == 0x01:
-            frame = _make(ping_cls, ())
+            frame = ping_cls()
         elif t == 0x02 or t == 0x03:
             at = _varints(p, at, end, 4, f)
             if at < 0 or f[2] > <unsigned long long>max_ack_ranges or f[3] > f[0]:
@@ -677,19 +641,19 @@ def quic_frames(const unsigned char[::1] payload not None, object padding_cls,
                 if at < 0:
                     return None
                 ecn = (f[0], f[1], f[2])
-            frame = _make(ack_cls, (largest, delay, first_range, ranges, ecn))
+            frame = ack_cls(largest, delay, first_range, ranges, ecn)
         elif t == 0x06:
             at = _varints(p, at, end, 2, f)
             if at < 0 or f[1] > <unsigned long long>(end - at) \
                     or f[0] + f[1] > 0x3FFFFFFFFFFFFFFF:
                 return None
-            frame = _make(crypto_cls, (f[0], p[at:at + <Py_ssize_t>f[1]]))
+            frame = crypto_cls(f[0], p[at:at + <Py_ssize_t>f[1]])
             at += <Py_ssize_t>f[1]
         elif t == 0x1C:
             at = _varints(p, at, end, 3, f)
             if at < 0 or f[2] > <unsigned long long>(end - at):
                 return None
-            frame = _make(close_cls, (f[0], f[1], p[at:at + <Py_ssize_t>f[2]]))
+            frame = close_cls(f[0], f[1], p[at:at + <Py_ssize_t>f[2]])
             at += <Py_ssize_t>f[2]
         else:
             return None

@@ -18,10 +18,10 @@ import json
 import os
 import struct
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Protocol
 
+import msgspec
 import numpy as np
 
 from monitor.attribution import Attribution
@@ -62,12 +62,11 @@ class GeoLookup(Protocol):
     def lookup(self, ip: str) -> GeoFactsLike: ...
 
 
-@dataclass(slots=True)
-class AlertStats:
+class AlertStats(msgspec.Struct):
     #: (severity, rule id, segment) -> alerts raised.
-    alerts: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    alerts: dict[tuple[str, str, str], int] = msgspec.field(default_factory=dict)
     #: exception owner/reason -> flows allowed by it.
-    allowed: dict[str, int] = field(default_factory=dict)
+    allowed: dict[str, int] = msgspec.field(default_factory=dict)
     escalations: int = 0
 
 

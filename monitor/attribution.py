@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import bisect
 from collections import OrderedDict
-from dataclasses import dataclass
 from typing import Final
+
+import msgspec
 
 from signatures import NameMatch, SignatureSet
 
@@ -38,15 +39,13 @@ INDICATOR_PRIORITY: Final = {"connect": 0, "sni": 1, "quic": 1, "http": 2, "dns"
                              "ja4": 4, "ip": 5}
 
 
-@dataclass(frozen=True, slots=True)
-class Indicator:
+class Indicator(msgspec.Struct, frozen=True):
     #: sni | quic | http | connect | dns | ja4 | ip
     type: str
     value: str
 
 
-@dataclass(frozen=True, slots=True)
-class DnsName:
+class DnsName(msgspec.Struct, frozen=True):
     #: The name the client asked for.
     qname: str
     #: qname, then each CNAME target, to the owner of the address record.
@@ -56,8 +55,7 @@ class DnsName:
     expires_ns: int
 
 
-@dataclass(frozen=True, slots=True)
-class VendorMatch:
+class VendorMatch(msgspec.Struct, frozen=True):
     """A signature that matched the flow: by name, destination prefix or JA4."""
 
     vendor_id: str
@@ -73,8 +71,7 @@ class VendorMatch:
     confidence: str
 
 
-@dataclass(frozen=True, slots=True)
-class Attribution:
+class Attribution(msgspec.Struct, frozen=True):
     """What avmon concluded about one flow's destination."""
 
     server_name: str | None

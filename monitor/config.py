@@ -1,4 +1,4 @@
-"""Configuration: one TOML file, validated once into a frozen dataclass tree.
+"""Configuration: one TOML file, validated once into a tree of frozen records.
 
 Every key is optional except what a rule needs. Unknown keys, bad CIDRs, unknown
 classifications, bad jurisdiction codes and missing files are rejected with
@@ -13,10 +13,10 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+import msgspec
 import tomli
 
 from monitor.errors import ConfigError
@@ -37,8 +37,7 @@ BASES: Final = ("vendor", "registration", "geolocation", "asn")
 _CC: Final = re.compile(r"^[A-Z]{2}$")
 
 
-@dataclass(frozen=True, slots=True)
-class Segment:
+class Segment(msgspec.Struct, frozen=True):
     name: str
     cidrs: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
     classification: str
@@ -48,8 +47,7 @@ class Segment:
         return CLASSIFICATIONS.index(self.classification)
 
 
-@dataclass(frozen=True, slots=True)
-class Rule:
+class Rule(msgspec.Struct, frozen=True):
     #: Stable identifier (appears in alerts and metrics).
     id: str
     #: Suricata-style numeric signature id for ``alert.signature_id``.
@@ -69,8 +67,7 @@ class Rule:
     require_vendor: bool = True
 
 
-@dataclass(frozen=True, slots=True)
-class AlertException:
+class AlertException(msgspec.Struct, frozen=True):
     """An allow-list entry: matching flows raise no alert while it is in force."""
 
     owner: str
@@ -87,16 +84,14 @@ class AlertException:
         return today > self.expires
 
 
-@dataclass(frozen=True, slots=True)
-class PolicyConfig:
+class PolicyConfig(msgspec.Struct, frozen=True):
     flagged_jurisdictions: tuple[str, ...] = ("RU",)
     bases: tuple[str, ...] = BASES
     rules: tuple[Rule, ...] = ()
     exceptions: tuple[AlertException, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class GeoConfig:
+class GeoConfig(msgspec.Struct, frozen=True):
     #: None: the bundled databases.
     country_db: Path | None = None
     registration_db: Path | None = None
@@ -104,18 +99,17 @@ class GeoConfig:
     registry: Path | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Config:
+class Config(msgspec.Struct, frozen=True):
     path: Path | None = None
-    geo: GeoConfig = field(default_factory=GeoConfig)
-    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    geo: GeoConfig = msgspec.field(default_factory=GeoConfig)
+    policy: PolicyConfig = msgspec.field(default_factory=PolicyConfig)
     segments: tuple[Segment, ...] = ()
     #: Signature directory (None: the bundled vendor files).
     signatures: Path | None = None
-    timeouts: FlowTimeouts = field(default_factory=FlowTimeouts)
+    timeouts: FlowTimeouts = msgspec.field(default_factory=FlowTimeouts)
     max_flows: int = MAX_FLOWS
     community_id_seed: int = 0
-    limits: Limits = field(default_factory=Limits)
+    limits: Limits = msgspec.field(default_factory=Limits)
     #: Alertmanager sink options (None: no sink); keys as in docs/alert-sinks.md.
     alertmanager: dict[str, Any] | None = None
     #: Syslog sink options (None: no sink).
@@ -309,7 +303,7 @@ def load_config(path: str | Path | None) -> Config:
             raise c.fail("flow.community_id_seed", "must fit in 16 bits")
     limits = Limits()
     if "limits" in doc:
-        fields = set(Limits.__dataclass_fields__)
+        fields = set(Limits.__struct_fields__)
         lim = c.table(doc["limits"], "limits", fields)
         limits = Limits(**{k: c.integer(v, f"limits.{k}", 1) for k, v in lim.items()})
     alertmanager: dict[str, Any] | None = None

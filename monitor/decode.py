@@ -12,10 +12,10 @@ further set of columns for the same packets, so inner and outer flows are both s
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import IntEnum
 from typing import Final
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 
@@ -101,8 +101,7 @@ PORT_GRE_IN_UDP: Final = 4754
 PORT_VXLAN: Final = 4789
 
 
-@dataclass(slots=True, eq=False)
-class Columns:
+class Columns(msgspec.Struct, eq=False):
     """Decoded per-packet columns for one layer (outer, or one tunnel level) of a batch."""
 
     #: Index of the packet within its batch (the same packet may appear in several layers),

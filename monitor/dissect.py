@@ -15,9 +15,9 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, Final
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 
@@ -72,8 +72,7 @@ Emit = Callable[[dict[str, Any]], None]
 log = logging.getLogger("avmon.dissect")
 
 
-@dataclass(slots=True)
-class DissectStats:
+class DissectStats(msgspec.Struct):
     tls_client_hellos: int = 0
     quic_client_hellos: int = 0
     http_requests: int = 0
@@ -81,11 +80,11 @@ class DissectStats:
     #: DNS messages whose bytes after the ID had been seen recently (not parsed again).
     dns_memo_hits: int = 0
     #: (protocol, reason) -> count of units a parser rejected.
-    parse_errors: dict[tuple[str, str], int] = field(default_factory=dict)
+    parse_errors: dict[tuple[str, str], int] = msgspec.field(default_factory=dict)
     #: Flows that stopped being inspected at a cap before anything was found.
     gave_up: int = 0
     #: Flows that stopped being inspected at a reassembly limit, by limit name.
-    limit_hits: dict[str, int] = field(default_factory=lambda: {
+    limit_hits: dict[str, int] = msgspec.field(default_factory=lambda: {
         "reassembly_bytes_per_flow": 0, "reassembly_bytes_total": 0})
     #: Reassembly bytes held by all flows now.
     held_bytes: int = 0
@@ -642,8 +641,7 @@ class Dissector:
             self.emit(rec)
 
 
-@dataclass(frozen=True, slots=True)
-class _DnsSeen:
+class _DnsSeen(msgspec.Struct, frozen=True):
     """What a DNS message gives, whatever its ID: the addresses its answers resolve and
     its EVE ``dns`` objects (their ``id`` is set per message)."""
 

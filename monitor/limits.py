@@ -11,8 +11,9 @@ happens when a limit is reached is chosen so that the newest traffic keeps being
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Final
+
+import msgspec
 
 __all__ = ["PIPELINE_LIMITS", "SINK_LIMITS", "Limits"]
 
@@ -23,8 +24,7 @@ PIPELINE_LIMITS: Final = ("flows", "reassembly_bytes_per_flow", "reassembly_byte
 SINK_LIMITS: Final = ("sink_pending_alerts", "spool_bytes")
 
 
-@dataclass(frozen=True, slots=True)
-class Limits:
+class Limits(msgspec.Struct, frozen=True):
     """The ``[limits]`` table (defaults fit a sensor with a few hundred MB to spare)."""
 
     #: Bytes one flow may hold for reassembly (its TCP client-stream prefix, DNS-over-TCP

@@ -10,10 +10,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 
@@ -38,8 +38,7 @@ WAIT_SECONDS: Final = 3.0
 MEMO_ENTRIES: Final = 65_536
 
 
-@dataclass(slots=True)
-class PipelineStats:
+class PipelineStats(msgspec.Struct):
     packets: int = 0
     bytes: int = 0
     first_ns: int = 0
@@ -47,11 +46,12 @@ class PipelineStats:
     tunnelled_packets: int = 0
     flows_ended: int = 0
     #: Packets with no L3/L4 columns, by reason label.
-    undecoded: dict[str, int] = field(default_factory=lambda: {r.label: 0 for r in _REASONS})
+    undecoded: dict[str, int] = msgspec.field(
+        default_factory=lambda: {r.label: 0 for r in _REASONS})
     #: Flows judged without waiting for other workers' answers: too many waited.
     waiting_full: int = 0
     #: Flow records written, by reason.
-    flows_by_reason: dict[str, int] = field(default_factory=dict)
+    flows_by_reason: dict[str, int] = msgspec.field(default_factory=dict)
 
 
 class Pipeline:

@@ -10,8 +10,9 @@ force remove a verdict; expired ones no longer apply (``avmon check`` reports th
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
 from typing import Final
+
+import msgspec
 
 from monitor.config import AlertException, PolicyConfig, Rule, Segment
 
@@ -76,16 +77,14 @@ class SegmentMap:
         return out
 
 
-@dataclass(frozen=True, slots=True)
-class JurisdictionFact:
+class JurisdictionFact(msgspec.Struct, frozen=True):
     code: str
     #: vendor | registration | geolocation | asn
     basis: str
     source: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
+class Verdict(msgspec.Struct, frozen=True):
     rule: Rule
     #: Bases on which the destination is under one of the rule's jurisdictions.
     flagged: tuple[JurisdictionFact, ...]

@@ -26,10 +26,11 @@ only; a reload that changes them says so in its message.
 from __future__ import annotations
 
 import signal
-from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Final
+
+import msgspec
 
 from geo import GeoDatabases, GeoError
 from monitor.config import Config, load_config
@@ -46,8 +47,7 @@ __all__ = ["RESTART_ONLY", "ReloadRequest", "ReloadResult", "reload_pipeline"]
 RESTART_ONLY: Final = ("flow", "alertmanager", "syslog")
 
 
-@dataclass(frozen=True, slots=True)
-class ReloadResult:
+class ReloadResult(msgspec.Struct, frozen=True):
     """What a reload did.
 
     ``ok`` False: nothing was changed and ``message`` is the one-line error. ``ok`` True:

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+import msgspec
 import tomli
 
 from signatures.errors import SignatureError
@@ -200,8 +200,7 @@ class _Locator:
         return key_line if key_line is not None else header
 
 
-@dataclass(frozen=True, slots=True)
-class _Parsed:
+class _Parsed(msgspec.Struct, frozen=True):
     """A validated vendor plus where each of its plain patterns is written."""
 
     vendor: Vendor

@@ -22,14 +22,14 @@ None or an empty list.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import ipaddress
 import json
 import socket
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Final
+
+import msgspec
 
 from signatures.errors import SignatureError
 from signatures.patterns import (
@@ -75,8 +75,7 @@ _RANK_GLOB: Final = 2
 _RANK_LITERAL: Final = 3
 
 
-@dataclass(frozen=True, slots=True)
-class NameSignature:
+class NameSignature(msgspec.Struct, frozen=True):
     """One ``[[names]]`` entry of a vendor file."""
 
     #: 1-based position of the entry in its file; the signature id is ``<vendor>:<sid>``.
@@ -97,8 +96,7 @@ class NameSignature:
     source: str
 
 
-@dataclass(frozen=True, slots=True)
-class AsnRecord:
+class AsnRecord(msgspec.Struct, frozen=True):
     """An autonomous system attributed to a vendor (weaker evidence than a name)."""
 
     asn: int
@@ -108,8 +106,7 @@ class AsnRecord:
     source: str
 
 
-@dataclass(frozen=True, slots=True)
-class PrefixRecord:
+class PrefixRecord(msgspec.Struct, frozen=True):
     """A group of IP prefixes attributed to a vendor, with one source."""
 
     #: Normalised CIDR strings (``ipaddress`` canonical form).
@@ -120,8 +117,7 @@ class PrefixRecord:
     note: str
 
 
-@dataclass(frozen=True, slots=True)
-class Ja4Signature:
+class Ja4Signature(msgspec.Struct, frozen=True):
     """A JA4 TLS ClientHello fingerprint attributed to a vendor's client."""
 
     #: 1-based position of the entry in its file; the signature id is ``<vendor>:ja4:<sid>``.
@@ -134,8 +130,7 @@ class Ja4Signature:
     source: str
 
 
-@dataclass(frozen=True, slots=True)
-class Vendor:
+class Vendor(msgspec.Struct, frozen=True):
     """Everything one vendor file says: identity, jurisdiction of control, indicators."""
 
     #: Slug, equal to the file stem; used as a metric label value.
@@ -162,8 +157,7 @@ class Vendor:
     ja4: tuple[Ja4Signature, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class NameMatch:
+class NameMatch(msgspec.Struct, frozen=True):
     """The result of matching a DNS name / SNI / Host against the set."""
 
     vendor_id: str
@@ -183,8 +177,7 @@ class NameMatch:
     other_purposes: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class IpMatch:
+class IpMatch(msgspec.Struct, frozen=True):
     """An address inside a prefix attributed to a vendor."""
 
     vendor_id: str
@@ -197,8 +190,7 @@ class IpMatch:
     rev: int
 
 
-@dataclass(frozen=True, slots=True)
-class AsnMatch:
+class AsnMatch(msgspec.Struct, frozen=True):
     """An ASN attributed to a vendor."""
 
     vendor_id: str
@@ -211,8 +203,7 @@ class AsnMatch:
     rev: int
 
 
-@dataclass(frozen=True, slots=True)
-class Ja4Match:
+class Ja4Match(msgspec.Struct, frozen=True):
     """A JA4 fingerprint attributed to a vendor's client."""
 
     vendor_id: str
@@ -226,8 +217,7 @@ class Ja4Match:
     rev: int
 
 
-@dataclass(frozen=True, slots=True)
-class _Hit:
+class _Hit(msgspec.Struct, frozen=True):
     """A pattern stored at a trie node, with its precomputed precedence."""
 
     #: Larger wins; see the module docstring for the order.
@@ -266,7 +256,7 @@ def _pattern_rank(compiled: CompiledPattern, order: int) -> _Rank:
 
 
 def _canonical_json(vendors: tuple[Vendor, ...]) -> bytes:
-    payload = [dataclasses.asdict(v) for v in vendors]
+    payload = msgspec.to_builtins(vendors)
     return json.dumps(payload, sort_keys=True, ensure_ascii=True, separators=(",", ":")).encode()
 
 

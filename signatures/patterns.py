@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import functools
 import itertools
-from dataclasses import dataclass
 from typing import Final
+
+import msgspec
 
 __all__ = [
     "MAX_EXPANSION",
@@ -223,8 +224,7 @@ def expand_pattern(text: str) -> tuple[str, ...]:
     return tuple("".join(combo) for combo in itertools.product(*parts))
 
 
-@dataclass(frozen=True, slots=True)
-class CompiledPattern:
+class CompiledPattern(msgspec.Struct, frozen=True):
     """A plain (expanded) pattern ready for the matcher's trie."""
 
     #: Normalised text: lower case, A-labels, no trailing dot.

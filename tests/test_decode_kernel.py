@@ -13,7 +13,6 @@ every length; and on mutations of the captures' packets.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import struct
 from collections.abc import Callable, Sequence
@@ -21,6 +20,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -154,7 +154,7 @@ def captures(batch_packets: int = 0) -> tuple[tuple[str, tuple[Batch, ...]], ...
             continue
         try:
             # A batch's buffer is only valid until the next one is read: keep copies.
-            batches = tuple(dataclasses.replace(b, buffer=bytes(b.buffer))
+            batches = tuple(msgspec.structs.replace(b, buffer=bytes(b.buffer))
                             for b in CaptureReader([path], warn=lambda _m: None, **kw))
         except CaptureError:
             continue

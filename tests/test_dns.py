@@ -17,7 +17,7 @@ import threading
 import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ import dns.rdatatype
 import dns.rrset
 import dns.tsigkeyring
 import dns.update
+import msgspec
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
@@ -849,7 +850,7 @@ def test_eve_flags_every_header_word() -> None:
     keys = (("qr", 0x8000), ("aa", 0x0400), ("tc", 0x0200), ("rd", 0x0100), ("ra", 0x0080),
             ("z", 0x0040))
     for flags in range(0x10000):
-        (record,) = eve_dns_records(replace(base, flags=flags))
+        (record,) = eve_dns_records(msgspec.structs.replace(base, flags=flags))
         assert list(record)[:3] == ["version", "type", "id"]
         assert record["flags"] == f"{flags:x}"
         assert [k for k in record if record[k] is True] == [k for k, bit in keys if flags & bit]

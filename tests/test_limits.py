@@ -7,10 +7,10 @@ of ``avmon_limit_hits_total`` / ``avmon_alert_sink_limit_hits_total`` says so.
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
@@ -29,7 +29,7 @@ CLIENT = "10.20.1.10"
 
 
 def limited(**limits: int) -> Config:
-    return dataclasses.replace(load_config(None), limits=Limits(**limits))
+    return msgspec.structs.replace(load_config(None), limits=Limits(**limits))
 
 
 def run(frames: list[tuple[int, bytes]], tmp: Path, config: Config

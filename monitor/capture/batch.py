@@ -8,9 +8,9 @@ build a Python object per packet; later stages index these columns.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import IntEnum
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 
@@ -34,8 +34,7 @@ class LinkType(IntEnum):
     RAW_DLT14 = 14
 
 
-@dataclass(frozen=True, slots=True, eq=False)
-class Batch:
+class Batch(msgspec.Struct, frozen=True, eq=False):
     """Packets read from one source, in capture order."""
 
     #: The bytes all packets of this batch live in (valid until the next batch is read).

@@ -14,9 +14,10 @@ import logging
 import os
 import re
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
+
+import msgspec
 
 from monitor.capture.batch import Batch
 from monitor.capture.pcap import (
@@ -47,8 +48,7 @@ PROBE_CHUNK_BYTES: Final = 64 << 10
 _CAPTURE_NAME = re.compile(r"\.(pcap|pcapng|cap|ntar|dmp)(\d+|\.\d+)?(\.gz)?$", re.IGNORECASE)
 
 
-@dataclass(frozen=True, slots=True)
-class _File:
+class _File(msgspec.Struct, frozen=True):
     path: Path
     #: On-disk size in bytes.
     size: int

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from struct import Struct
 from typing import Final, Literal, Protocol, TypeGuard
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 
@@ -199,8 +200,7 @@ def read_batches(
         yield from _read_pcapng(inp, out)
 
 
-@dataclass(slots=True)
-class _Output:
+class _Output(msgspec.Struct):
     """Per-stream output state: frame numbering and batch size."""
 
     origin: str
@@ -544,18 +544,17 @@ def _read_pcap(inp: _Input, out: _Output) -> Iterator[Batch]:
 # --------------------------------------------------------------------------------- pcapng
 
 
-@dataclass(slots=True)
-class _Interfaces:
+class _Interfaces(msgspec.Struct):
     """Every interface of a pcapng stream so far, numbered across sections in file order
     (a section's interface ``i`` is ``first_interface + i``)."""
 
-    linktypes: list[int] = field(default_factory=list)
-    snaplens: list[int] = field(default_factory=list)
+    linktypes: list[int] = msgspec.field(default_factory=list)
+    snaplens: list[int] = msgspec.field(default_factory=list)
     #: Timestamp units per second (``if_tsresol``).
-    units: list[int] = field(default_factory=list)
+    units: list[int] = msgspec.field(default_factory=list)
     #: ``if_tsoffset`` in seconds.
-    offsets: list[int] = field(default_factory=list)
-    linktype_column: npt.NDArray[np.int32] = field(
+    offsets: list[int] = msgspec.field(default_factory=list)
+    linktype_column: npt.NDArray[np.int32] = msgspec.field(
         default_factory=lambda: np.zeros(0, dtype=np.int32)
     )
 

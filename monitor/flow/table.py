@@ -21,9 +21,9 @@ import hashlib
 import struct
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import Any, Final
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 
@@ -81,8 +81,7 @@ _FLOW_ID_INPUT: Final = struct.Struct("<4Q2HBxHq")
 MAX_EXPIRE_INTERVAL_NS: Final = 5 * 10**9
 
 
-@dataclass(frozen=True, slots=True)
-class FlowTimeouts:
+class FlowTimeouts(msgspec.Struct, frozen=True):
     """Flow timeouts in seconds of packet time (defaults close to Suricata's)."""
 
     #: Idle timeout of an established TCP flow.
@@ -95,8 +94,7 @@ class FlowTimeouts:
     active: float = 1800.0
 
 
-@dataclass(slots=True, eq=False)
-class Flow:
+class Flow(msgspec.Struct, eq=False):
     """One bidirectional flow. Side A is the lower (address, port) of the canonical key."""
 
     key: tuple[int, ...]
@@ -127,7 +125,7 @@ class Flow:
     #: Why the record was written (timeout, closed, active_timeout, evicted, shutdown).
     reason: str = ""
     #: Per-flow state of later stages (dissectors, attribution); owned by them.
-    ext: dict[str, Any] = field(default_factory=dict)
+    ext: dict[str, Any] = msgspec.field(default_factory=dict)
     #: Community ID seed (configuration; 0 unless tools must agree on another).
     cid_seed: int = 0
     _cid: str | None = None
@@ -227,8 +225,7 @@ def _addr_bytes(ipver: int, hi: int, lo: int) -> bytes:
     return hi.to_bytes(8, "big") + lo.to_bytes(8, "big")
 
 
-@dataclass(frozen=True, slots=True)
-class HeldFragment:
+class HeldFragment(msgspec.Struct, frozen=True):
     """A later IP fragment that came before the first fragment of its datagram."""
 
     ts_ns: int
@@ -250,8 +247,7 @@ class HeldFragment:
         return self.packet[self.data_at:self.data_at + self.data_len]
 
 
-@dataclass(slots=True, eq=False)
-class Assignment:
+class Assignment(msgspec.Struct, eq=False):
     """Which flow each packet of a layer went to, for the dissect stage."""
 
     #: Flow per group id.
@@ -262,11 +258,10 @@ class Assignment:
     to_server: npt.NDArray[np.bool_]
     #: Fragments held from before whose first fragment came in this layer, with the group
     #: it joined (already counted in the flow; their data is for reassembly).
-    adopted: list[tuple[int, HeldFragment]] = field(default_factory=list)
+    adopted: list[tuple[int, HeldFragment]] = msgspec.field(default_factory=list)
 
 
-@dataclass(slots=True)
-class TableStats:
+class TableStats(msgspec.Struct):
     flows_created: int = 0
     flows_evicted: int = 0
     fragments_unattributed: int = 0

@@ -30,12 +30,12 @@ from __future__ import annotations
 import functools
 import ipaddress
 import struct
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, TypeAlias
 
 import dns.exception
 import dns.rdataclass
 import dns.rdatatype
+import msgspec
 
 from monitor.errors import BadValue, LimitExceeded, ParseError, TrailingData, Truncated
 from monitor.iptext import ip_exploded, ip_text
@@ -117,8 +117,7 @@ class Malformed(BadValue):
     reason = "malformed"
 
 
-@dataclass(frozen=True, slots=True)
-class DnsQuestion:
+class DnsQuestion(msgspec.Struct, frozen=True):
     #: Name asked for (lower-case, no trailing dot).
     qname: str
     #: Type mnemonic ("A", "AAAA", "HTTPS", or "TYPE65534" when unknown).
@@ -127,8 +126,7 @@ class DnsQuestion:
     qclass: str
 
 
-@dataclass(frozen=True, slots=True)
-class DnsAnswer:
+class DnsAnswer(msgspec.Struct, frozen=True):
     #: Owner name (lower-case, no trailing dot).
     rrname: str
     #: Type mnemonic ("A", "AAAA", "CNAME", ...; "TYPE<n>" when unknown).
@@ -144,8 +142,7 @@ class DnsAnswer:
     rrclass: str = "IN"
 
 
-@dataclass(frozen=True, slots=True)
-class DnsMessage:
+class DnsMessage(msgspec.Struct, frozen=True):
     #: Transaction ID.
     id: int
     #: QR bit.
@@ -187,8 +184,7 @@ class DnsMessage:
         return str(self.rcode) if name is None else name
 
 
-@dataclass(frozen=True, slots=True)
-class ResolvedAddress:
+class ResolvedAddress(msgspec.Struct, frozen=True):
     #: The name the client asked for (a question name).
     qname: str
     #: The address (canonical text) an A/AAAA record at the end of the chain gave.
@@ -204,8 +200,7 @@ EveValue: TypeAlias = "str | int | bool | list[EveValue] | dict[str, EveValue]"
 EveObject: TypeAlias = "dict[str, EveValue]"
 
 
-@dataclass(frozen=True, slots=True)
-class _Frame:
+class _Frame(msgspec.Struct, frozen=True):
     """What the framing walk found: where the message ends and what each section holds."""
 
     id: int

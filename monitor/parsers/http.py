@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass
 from typing import Final
+
+import msgspec
 
 from monitor.errors import BadValue, LimitExceeded
 from monitor.parsers.idn import a_label
@@ -76,8 +77,7 @@ _REG_NAME: Final = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=%%]{1,%d}" % MAX_HOST_
 _PORT: Final = re.compile(r"[0-9]{0,5}")
 
 
-@dataclass(frozen=True, slots=True)
-class HttpRequestHead:
+class HttpRequestHead(msgspec.Struct, frozen=True):
     #: Request method, case preserved (methods are case-sensitive, RFC 9110 §9.1).
     method: str
     #: Request target as sent (origin-, absolute-, authority- or asterisk-form).

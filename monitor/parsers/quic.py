@@ -27,6 +27,7 @@ from enum import IntEnum
 from functools import lru_cache
 from typing import TYPE_CHECKING, ClassVar, Final, Literal, TypeAlias
 
+import msgspec
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
@@ -152,8 +153,7 @@ class FrameType(IntEnum):
     CONNECTION_CLOSE = 0x1C  # transport variant; 0x1d is forbidden in Initials
 
 
-@dataclass(frozen=True, slots=True)
-class _Version:
+class _Version(msgspec.Struct, frozen=True):
     salt: bytes
     key_label: bytes
     iv_label: bytes
@@ -202,8 +202,7 @@ class UnsupportedVersion(ParseError):
 # ----------------------------------------------------------------------------- records
 
 
-@dataclass(frozen=True, slots=True)
-class LongHeader:
+class LongHeader(msgspec.Struct, frozen=True):
     """The clear-text part of one long-header packet inside a datagram."""
 
     #: The version field (0 for Version Negotiation).
@@ -224,20 +223,17 @@ class LongHeader:
     pn_offset: int
 
 
-@dataclass(frozen=True, slots=True)
-class PaddingFrame:
+class PaddingFrame(msgspec.Struct, frozen=True):
     """A run of PADDING frames (RFC 9000 §19.1), counted as one."""
 
     length: int
 
 
-@dataclass(frozen=True, slots=True)
-class PingFrame:
+class PingFrame(msgspec.Struct, frozen=True):
     """PING (RFC 9000 §19.2)."""
 
 
-@dataclass(frozen=True, slots=True)
-class AckFrame:
+class AckFrame(msgspec.Struct, frozen=True):
     """ACK (RFC 9000 §19.3), types 0x02 and 0x03."""
 
     largest: int
@@ -249,16 +245,14 @@ class AckFrame:
     ecn: tuple[int, int, int] | None
 
 
-@dataclass(frozen=True, slots=True)
-class CryptoFrame:
+class CryptoFrame(msgspec.Struct, frozen=True):
     """CRYPTO (RFC 9000 §19.6)."""
 
     offset: int
     data: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class ConnectionCloseFrame:
+class ConnectionCloseFrame(msgspec.Struct, frozen=True):
     """CONNECTION_CLOSE of type 0x1c (RFC 9000 §19.19)."""
 
     error_code: int
@@ -269,8 +263,7 @@ class ConnectionCloseFrame:
 Frame: TypeAlias = PaddingFrame | PingFrame | AckFrame | CryptoFrame | ConnectionCloseFrame
 
 
-@dataclass(frozen=True, slots=True)
-class InitialPacket:
+class InitialPacket(msgspec.Struct, frozen=True):
     """One decrypted client Initial packet."""
 
     header: LongHeader
@@ -295,8 +288,7 @@ class InitialPacket:
         return tuple(f for f in self.frames if isinstance(f, CryptoFrame))
 
 
-@dataclass(frozen=True, slots=True)
-class QuicClientHello:
+class QuicClientHello(msgspec.Struct, frozen=True):
     """A client's TLS ClientHello recovered from its Initial packets."""
 
     #: QUIC version of the Initial packets the keys were derived for.
@@ -907,8 +899,7 @@ class QuicInitialAssembler:
 # ---------------------------------------------------------------------- Google QUIC
 
 
-@dataclass(frozen=True, slots=True)
-class GQuicClientHello:
+class GQuicClientHello(msgspec.Struct, frozen=True):
     """The unencrypted CHLO of a Google QUIC (``Q0xx``) client."""
 
     #: Version tag, e.g. ``"Q025"``.

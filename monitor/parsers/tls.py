@@ -18,9 +18,10 @@ import functools
 import hashlib
 import re
 import struct
-from dataclasses import dataclass
 from enum import IntEnum
 from typing import Final, TypeAlias
+
+import msgspec
 
 from monitor.errors import BadValue, LimitExceeded, TrailingData, Truncated
 from monitor.kernels import native
@@ -164,8 +165,7 @@ def is_grease(value: int) -> bool:
     return value in _GREASE
 
 
-@dataclass(frozen=True, slots=True)
-class ClientHello:
+class ClientHello(msgspec.Struct, frozen=True):
     """A parsed ClientHello (RFC 8446 §4.1.2; TLS 1.0-1.2 hellos too).
 
     Lists keep wire order and GREASE values; fingerprints drop GREASE themselves.

@@ -27,10 +27,11 @@ import logging
 import time
 import urllib.parse
 from collections.abc import Callable
-from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any, Final
+
+import msgspec
 
 from monitor.sinks.base import QueuedSink, Raised, rfc3339
 from monitor.sinks.spool import MIN_SEGMENT_BYTES, Spool, SpoolError
@@ -65,8 +66,7 @@ class _Outcome(Enum):
     RETRY = "retry"
 
 
-@dataclass(slots=True)
-class _Active:
+class _Active(msgspec.Struct):
     labels: dict[str, str]
     annotations: dict[str, str]
     #: Wall-clock time the identity was first raised in this active period.

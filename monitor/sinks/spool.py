@@ -27,9 +27,10 @@ import re
 import stat
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
+
+import msgspec
 
 from monitor.sinks.base import SinkError
 
@@ -59,8 +60,7 @@ class SpoolError(SinkError):
     """The spool directory cannot be used safely."""
 
 
-@dataclass(slots=True)
-class _Segment:
+class _Segment(msgspec.Struct):
     seq: int
     size: int
     lines: int
