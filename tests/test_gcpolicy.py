@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import subprocess
 import sys
 import tomllib
@@ -174,15 +175,29 @@ def test_what_the_imports_made_is_frozen_before_collection(tmp_path: Path) -> No
     assert frozen > 20_000 and young < 5_000, (frozen, young)
 
 
-def _command_replays_demo(setup: str, eve: Path) -> str:
-    """In a new interpreter: import the ``avmon`` command's entry point, run ``setup``,
-    then the command (a replay of the demo capture into ``eve``); what it printed."""
+def test_the_command_runs_one_blas_thread(tmp_path: Path) -> None:
+    """numpy's OpenBLAS would start a spinning thread per core; the command asks for one
+    (it does no linear algebra), unless the user chose a number."""
+    report = ("atexit.register(lambda: print(os.environ['OPENBLAS_NUM_THREADS'], "
+              "len(os.listdir('/proc/self/task'))))\n")
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    out = _command_replays_demo("import os\n" + report, tmp_path / "a.json", env)
+    assert out.split() == ["1", "1"]  # the main thread alone
+    out = _command_replays_demo("import os\n" + report, tmp_path / "b.json",
+                                {**env, "OPENBLAS_NUM_THREADS": "2"})
+    assert out.split()[0] == "2"
+
+
+def _command_replays_demo(setup: str, eve: Path, env: dict[str, str] | None = None) -> str:
+    """In a new interpreter (with ``env``, or this one's environment): import the
+    ``avmon`` command's entry point, run ``setup``, then the command (a replay of the demo
+    capture into ``eve``); what it printed."""
     code = ("import atexit, gc, sys\n"
             "import monitor.__main__ as entry\n"
             + setup +
             f"sys.argv = ['avmon', 'replay', '-q', '--workers', '1', '--eve', {str(eve)!r}]\n"
             "entry.run()\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=300)
+                          timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
