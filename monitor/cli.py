@@ -332,8 +332,8 @@ def _replay_worker(reader: CaptureReader, config: Config, signatures: SignatureS
             out.send(snapshot)
         report_damage()  # damage at a file's end is found after its last batch
         dns.publish(END)
+        pipe.end_flows()
         dns.wait_complete(END)
-        pipe.settle_waiting()
         pipe.finish()
         out.send(snapshot, force_metrics=True)
         conn.send(("stop", {**_totals(pipe), "eve_records": pipe.eve.records}))
