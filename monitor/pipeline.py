@@ -405,20 +405,18 @@ class Pipeline:
                 "dns_names_per_address": self.dns_cache.names_dropped,
                 "waiting_flows": self.stats.waiting_full, **self.dissector.stats.limit_hits}
 
-    def end_flows(self) -> None:
-        """End of this worker's input, before the other workers reach theirs: every open
-        flow ends now. Those whose names may still come from another worker wait for them
-        (:meth:`settle_waiting`, then :meth:`finish`, write them); the records of the
-        rest are written while the others are still at work."""
+    def end_flows(self, force: bool = False) -> None:
+        """Every open flow ends now, and its record is written; without ``force``, those
+        whose names may still come from another worker wait for them (a worker at the end
+        of its input writes the rest while the others are still at work, then
+        :meth:`finish` writes them)."""
         self.table.flush()
-        self.settle_waiting()
+        self.settle_waiting(force=force)
         self.eve.flush()
 
     def finish(self) -> None:
         """End of input: write out every open flow."""
-        self.table.flush()
-        self.settle_waiting(force=True)
-        self.eve.flush()
+        self.end_flows(force=True)
 
 
 def _unnamed(flow: Flow) -> bool:
